@@ -1,0 +1,228 @@
+import hashlib
+import json
+import uuid
+
+from django.conf import settings
+from django.db import connection
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, mixins, parsers, permissions, status, viewsets
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.errors import Conflict, Unprocessable
+from providers.base import WebhookSignatureInvalid
+from providers.registry import providers_configuration
+from providers.twilio_sms import STATUS_MAP as TWILIO_STATUS_MAP
+from providers.twilio_sms import verify_signature
+from templates.models import Channel
+from templates.selectors import template_get
+
+from .filters import DeliveryLogFilter
+from .models import Delivery
+from .selectors import delivery_by_provider_message, delivery_detail, delivery_list
+from .serializers import (
+    AcceptedSerializer,
+    DeliveryBriefSerializer,
+    DeliveryDetailSerializer,
+    DeliveryLogSerializer,
+    SendSerializer,
+    TemplateTestSerializer,
+    accept_arguments,
+)
+from .services import (
+    IdempotencyConflict,
+    InvalidTransition,
+    delivery_resend,
+    delivery_track,
+    notification_accept,
+)
+
+UUID_PATTERN = "[0-9a-fA-F-]{36}"
+
+
+def accepted_body(notification, deliveries) -> dict:
+    return AcceptedSerializer(
+        {
+            "id": notification.pk,
+            "status": "scheduled" if notification.scheduled_for else "accepted",
+            "scheduled_for": notification.scheduled_for,
+            "deliveries": deliveries,
+        }
+    ).data
+
+
+def request_fingerprint(data) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class SendView(APIView):
+    """Accept a notification for one recipient on one or more channels."""
+
+    @extend_schema(
+        request=SendSerializer,
+        responses={202: AcceptedSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+    )
+    def post(self, request):
+        serializer = SendSerializer(data=request.data, context={"account": request.user})
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if len(key) > 255:
+            raise exceptions.ValidationError({"Idempotency-Key": ["At most 255 characters."]})
+        serializer.is_valid(raise_exception=True)
+        try:
+            accepted = notification_accept(
+                account=request.user,
+                **accept_arguments(serializer.validated_data),
+                idempotency_key=key,
+                request_hash=request_fingerprint(request.data) if key else "",
+                respond=accepted_body,
+            )
+        except IdempotencyConflict:
+            raise Unprocessable("This Idempotency-Key was used with a different request body.") from None
+        headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
+        return Response(accepted.body, status=accepted.status_code, headers=headers)
+
+
+class TemplateTestView(APIView):
+    """Send a test of a template to one address, using its sample data under the given context."""
+
+    @extend_schema(request=TemplateTestSerializer, responses={202: AcceptedSerializer})
+    def post(self, request, pk):
+        template = template_get(account=request.user, template_id=pk)
+        if template is None:
+            raise exceptions.NotFound()
+        serializer = TemplateTestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        accepted = notification_accept(
+            account=request.user,
+            channels=[data["channel"]],
+            recipient=data["recipient"],
+            template=template,
+            context={**template.current_version.sample_context, **data["context"]},
+            category="system",
+            is_test=True,
+            source="template-test",
+            respond=accepted_body,
+        )
+        return Response(accepted.body, status=status.HTTP_202_ACCEPTED)
+
+
+class DeliveryLogViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Deliveries, newest first; the detail carries every attempt and event."""
+
+    filterset_class = DeliveryLogFilter
+    lookup_value_regex = UUID_PATTERN
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Delivery.objects.none()
+        return delivery_list(account=self.request.user)
+
+    def get_serializer_class(self):
+        return DeliveryDetailSerializer if self.action == "retrieve" else DeliveryLogSerializer
+
+    def retrieve(self, request, pk=None):
+        delivery = delivery_detail(account=request.user, delivery_id=pk)
+        if delivery is None:
+            raise exceptions.NotFound()
+        return Response(DeliveryDetailSerializer(delivery).data)
+
+
+class ResendView(APIView):
+    """Send a failed delivery again, as a new delivery."""
+
+    @extend_schema(request=None, responses={202: DeliveryBriefSerializer})
+    def post(self, request, pk):
+        delivery = delivery_list(account=request.user).filter(pk=pk).first()
+        if delivery is None:
+            raise exceptions.NotFound()
+        try:
+            copy = delivery_resend(delivery=delivery)
+        except InvalidTransition as exc:
+            raise Conflict(str(exc)) from None
+        return Response(DeliveryBriefSerializer(copy).data, status=status.HTTP_202_ACCEPTED)
+
+
+class HealthView(APIView):
+    """Database, broker and provider configuration; 503 when the database or broker is down."""
+
+    permission_classes = [permissions.AllowAny]
+    authentication_classes = []
+
+    @extend_schema(responses={200: dict, 503: dict})
+    def get(self, request):
+        checks = {"database": _check_database(), "broker": _check_broker()}
+        healthy = all(check["ok"] for check in checks.values())
+        body = {"status": "ok" if healthy else "unhealthy", **checks, "providers": providers_configuration()}
+        return Response(body, status=status.HTTP_200_OK if healthy else status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+def _check_database() -> dict:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return {"ok": True, "vendor": connection.vendor}
+    except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+        return {"ok": False, "vendor": connection.vendor, "error": exc.__class__.__name__}
+
+
+def _check_broker() -> dict:
+    from config.celery import app
+
+    transport = app.conf.broker_url.split("://", 1)[0]
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return {"ok": True, "transport": transport}
+    except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+        return {"ok": False, "transport": transport, "error": exc.__class__.__name__}
+
+
+class TwilioStatusCallbackView(APIView):
+    """Twilio's message status callback. The signature is checked over PUBLIC_BASE_URL and
+    the path, so it holds behind a TLS-terminating proxy; a bad one is a 403 and no change."""
+
+    permission_classes = [permissions.AllowAny]
+    authentication_classes = []
+    parser_classes = [parsers.FormParser]
+
+    @extend_schema(request=None, responses={204: None, 403: dict})
+    def post(self, request):
+        params = {key: request.data.get(key) for key in request.data}
+        url = settings.PUBLIC_BASE_URL + request.get_full_path()
+        try:
+            verify_signature(url=url, params=params, signature=request.headers.get("X-Twilio-Signature", ""))
+        except WebhookSignatureInvalid:
+            return Response({"message": "Invalid signature.", "errors": {}}, status=status.HTTP_403_FORBIDDEN)
+        new_status = TWILIO_STATUS_MAP.get(params.get("MessageStatus") or params.get("SmsStatus") or "")
+        delivery = _callback_delivery(request.query_params.get("delivery"), params.get("MessageSid", ""))
+        if delivery is not None and new_status:
+            error_code = params.get("ErrorCode") or ""
+            delivery_track(
+                delivery=delivery,
+                status=new_status,
+                source="twilio",
+                payload={k: params[k] for k in ("MessageSid", "MessageStatus", "ErrorCode") if params.get(k)},
+                error_code=error_code,
+                error_message=f"Twilio error {error_code}" if error_code else "",
+            )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _callback_delivery(delivery_id, message_sid: str):
+    if delivery_id:
+        delivery = (
+            Delivery.objects.filter(pk=delivery_id, channel=Channel.SMS).first() if _is_uuid(delivery_id) else None
+        )
+        if delivery is not None and (not delivery.provider_message_id or delivery.provider_message_id == message_sid):
+            return delivery
+    return delivery_by_provider_message(channel=Channel.SMS, provider_message_id=message_sid)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,224 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from templates.models import Category, Channel
+
+
+class DeliveryStatus(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    QUEUED = "queued", "Queued"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    DELIVERED = "delivered", "Delivered"
+    OPENED = "opened", "Opened"
+    CLICKED = "clicked", "Clicked"
+    FAILED = "failed", "Failed"
+    UNDELIVERED = "undelivered", "Undelivered"
+    BOUNCED = "bounced", "Bounced"
+    CANCELLED = "cancelled", "Cancelled"
+    SUPPRESSED = "suppressed", "Suppressed"
+    EXPIRED = "expired", "Expired"
+
+
+# Progress only moves up this order; a final status never changes.
+PROGRESS_RANK = {
+    DeliveryStatus.SCHEDULED: 0,
+    DeliveryStatus.QUEUED: 1,
+    DeliveryStatus.SENDING: 2,
+    DeliveryStatus.SENT: 3,
+    DeliveryStatus.DELIVERED: 4,
+    DeliveryStatus.OPENED: 5,
+    DeliveryStatus.CLICKED: 6,
+}
+FINAL_STATUSES = frozenset(
+    {
+        DeliveryStatus.FAILED,
+        DeliveryStatus.UNDELIVERED,
+        DeliveryStatus.BOUNCED,
+        DeliveryStatus.CANCELLED,
+        DeliveryStatus.SUPPRESSED,
+        DeliveryStatus.EXPIRED,
+    }
+)
+RESENDABLE_STATUSES = frozenset({DeliveryStatus.FAILED, DeliveryStatus.UNDELIVERED, DeliveryStatus.EXPIRED})
+CANCELLABLE_STATUSES = frozenset({DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED})
+
+
+class Priority(models.TextChoices):
+    LOW = "low", "Low"
+    NORMAL = "normal", "Normal"
+    HIGH = "high", "High"
+    CRITICAL = "critical", "Critical"
+
+
+class Recipient(models.Model):
+    """Someone an account sends to; matched by external_id, else by email, else by phone."""
+
+    account = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="recipients")
+    external_id = models.CharField(max_length=200, blank=True)
+    email = models.EmailField(blank=True)
+    phone = models.CharField(max_length=16, blank=True, help_text="E.164")
+    name = models.CharField(max_length=200, blank=True)
+    timezone = models.CharField(max_length=64, blank=True)
+    locale = models.CharField(max_length=16, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "external_id"], condition=~Q(external_id=""), name="recipient_external_id_unique"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["account", "email"]),
+            models.Index(fields=["account", "phone"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.email or self.phone or self.external_id
+
+
+class Notification(models.Model):
+    """The intent: one message for one recipient, delivered on one or more channels."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    recipient = models.ForeignKey(Recipient, on_delete=models.PROTECT, related_name="notifications")
+    template = models.ForeignKey(
+        "templates.Template", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    template_version = models.ForeignKey(
+        "templates.TemplateVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    context = models.JSONField(default=dict, blank=True)
+    channels = models.JSONField(default=list)
+    priority = models.CharField(max_length=16, choices=Priority.choices, default=Priority.NORMAL)
+    category = models.CharField(max_length=32, choices=Category.choices, default=Category.TRANSACTIONAL)
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    is_test = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["account", "-created_at"])]
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+
+class Delivery(models.Model):
+    """One channel's attempt to get a notification to its recipient, with the rendered text."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="deliveries")
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries")
+    resent_from = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="resends")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    to = models.CharField(max_length=254)
+    locale = models.CharField(max_length=16, blank=True)
+    subject = models.CharField(max_length=500, blank=True)
+    body = models.TextField()
+    html_body = models.TextField(blank=True)
+    encoding = models.CharField(max_length=8, blank=True)
+    segments = models.PositiveSmallIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
+    provider = models.CharField(max_length=32, blank=True)
+    provider_message_id = models.CharField(max_length=200, blank=True)
+    attempt_count = models.PositiveSmallIntegerField(default=0)
+    max_attempts = models.PositiveSmallIntegerField(default=1)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    cost = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    clicked_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "deliveries"
+        indexes = [
+            models.Index(fields=["account", "-created_at"]),
+            models.Index(fields=["status", "next_attempt_at"]),
+            models.Index(
+                fields=["provider_message_id"], condition=~Q(provider_message_id=""), name="delivery_provider_msg_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} to {self.to} ({self.status})"
+
+
+class DeliveryAttempt(models.Model):
+    """One call to a provider and what came of it."""
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCESS = "success", "Success"
+        RETRYABLE = "retryable", "Retryable error"
+        PERMANENT = "permanent", "Permanent error"
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveSmallIntegerField()
+    provider = models.CharField(max_length=32)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    response_code = models.IntegerField(null=True, blank=True)
+    provider_message_id = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    retry_after_seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="attempt_number_unique")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} ({self.outcome})"
+
+
+class DeliveryEvent(models.Model):
+    """An appended record of a status change: the audit trail and the source of analytics."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=16, choices=DeliveryStatus.choices, blank=True)
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices)
+    source = models.CharField(max_length=32)
+    detail = models.CharField(max_length=500, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    occurred_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["delivery", "created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '-'} -> {self.status} ({self.source})"
+
+
+class IdempotencyKey(models.Model):
+    """The first answer to a send request carrying this key, returned to its retries."""
+
+    account = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, null=True, related_name="+")
+    response_status = models.PositiveSmallIntegerField()
+    response_body = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "key"], name="idempotency_key_unique")]
+
+    def __str__(self) -> str:
+        return self.key

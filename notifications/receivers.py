@@ -1,0 +1,32 @@
+"""django-anymail's tracking signal: ESP events, already signature-checked by anymail's
+webhook views, become delivery status changes."""
+
+from anymail.signals import tracking
+from django.dispatch import receiver
+
+from providers.email import ANYMAIL_EVENT_MAP
+from templates.models import Channel
+
+from .selectors import delivery_by_provider_message
+from .services import delivery_track
+
+
+@receiver(tracking, dispatch_uid="beacon-anymail-tracking")
+def esp_tracking_event(sender, event, esp_name, **kwargs):
+    status = ANYMAIL_EVENT_MAP.get(event.event_type)
+    delivery = delivery_by_provider_message(channel=Channel.EMAIL, provider_message_id=event.message_id or "")
+    if status is None or delivery is None:
+        return
+    detail = event.description or event.reject_reason or ""
+    delivery_track(
+        delivery=delivery,
+        status=status,
+        source=f"anymail:{esp_name}".lower()[:32],
+        occurred_at=event.timestamp,
+        payload={
+            "event_type": event.event_type,
+            "event_id": event.event_id or "",
+            "reject_reason": event.reject_reason or "",
+        },
+        error_message=detail if status in ("failed", "bounced") else "",
+    )

@@ -1,0 +1,61 @@
+"""Maps provider kinds to adapters, and each channel to the kind settings choose for it.
+
+Adapters are built once per process and reused, so their HTTP sessions and connections
+are too.
+"""
+
+from functools import cache
+
+from django.conf import settings
+
+from .base import Provider, ProviderConfigurationError
+from .console import ConsoleProvider
+from .email import DjangoEmailProvider
+from .twilio_sms import TwilioSmsProvider
+
+PROVIDER_CLASSES: dict[str, type[Provider]] = {
+    cls.kind: cls for cls in (ConsoleProvider, DjangoEmailProvider, TwilioSmsProvider)
+}
+
+CHANNEL_SETTINGS = {
+    "email": "BEACON_EMAIL_PROVIDER",
+    "sms": "BEACON_SMS_PROVIDER",
+}
+
+
+def provider_kind_for_channel(channel: str) -> str:
+    setting = CHANNEL_SETTINGS.get(channel)
+    if setting is None:
+        raise ProviderConfigurationError(f"No provider handles channel {channel!r}.")
+    kind = getattr(settings, setting)
+    if kind not in PROVIDER_CLASSES or channel not in PROVIDER_CLASSES[kind].channels:
+        raise ProviderConfigurationError(f"{setting}={kind!r} is not a provider for {channel}.")
+    return kind
+
+
+@cache
+def _build(kind: str, timeout: float) -> Provider:
+    return PROVIDER_CLASSES[kind](timeout=timeout)
+
+
+def provider_for_channel(channel: str) -> Provider:
+    return _build(provider_kind_for_channel(channel), settings.PROVIDER_TIMEOUT_SECONDS)
+
+
+def reset_providers() -> None:
+    """Forget built adapters (after settings change, e.g. in tests)."""
+    _build.cache_clear()
+
+
+def providers_configuration() -> dict[str, dict]:
+    """Per channel: the provider kind and whether it is ready to send. No secrets."""
+    report = {}
+    for channel in CHANNEL_SETTINGS:
+        try:
+            provider = provider_for_channel(channel)
+        except ProviderConfigurationError as exc:
+            report[channel] = {"provider": None, "configured": False, "problems": [str(exc)]}
+            continue
+        problems = provider.check_configuration()
+        report[channel] = {"provider": provider.kind, "configured": not problems, "problems": problems}
+    return report

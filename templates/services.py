@@ -1,0 +1,304 @@
+"""Writes for templates: every change of content makes a new immutable version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from .models import Channel, Template, TemplateContent, TemplateVersion
+from .rendering import SMS_MAX_CHARS, RenderError, check_syntax, fill_placeholders, render_string, sms_info
+
+CONTENT_FIELDS = ("subject", "body", "html_body")
+VERSIONED_FIELDS = ("required_placeholders", "defaults", "sample_context", "contents")
+META_FIELDS = ("key", "name", "template_type", "category", "description", "is_active")
+
+
+@dataclass
+class RenderedMessage:
+    channel: str
+    locale: str
+    subject: str
+    body: str
+    html_body: str
+    filled_defaults: list[str]
+    encoding: str = ""
+    segments: int = 0
+
+
+def normalize_locale(locale: str | None) -> str:
+    return (locale or "").strip().replace("_", "-").lower()
+
+
+def locale_candidates(locale: str | None) -> list[str]:
+    """es-MX -> ["es-mx", "es", ""]: the order content is looked up in."""
+    locale = normalize_locale(locale)
+    candidates = []
+    while locale:
+        candidates.append(locale)
+        locale = locale.rpartition("-")[0]
+    candidates.append("")
+    return candidates
+
+
+def _validate_contents(contents: list[dict]) -> list[dict]:
+    if not contents:
+        raise ValidationError({"contents": ["At least one channel's content is required."]})
+    errors: dict[str, list[str]] = {}
+    seen = set()
+    cleaned = []
+    for index, item in enumerate(contents):
+        channel = item.get("channel")
+        locale = normalize_locale(item.get("locale"))
+        prefix = f"contents[{index}]"
+        if channel not in Channel.values:
+            errors.setdefault(prefix, []).append(f"unknown channel {channel!r}")
+            continue
+        if (channel, locale) in seen:
+            errors.setdefault(prefix, []).append(f"duplicate content for {channel}/{locale or 'default'}")
+        seen.add((channel, locale))
+        body = item.get("body") or ""
+        if not body.strip():
+            errors.setdefault(prefix, []).append("body: may not be blank")
+        if channel == Channel.EMAIL and not (item.get("subject") or "").strip():
+            errors.setdefault(prefix, []).append("subject: an email needs a subject")
+        if channel == Channel.SMS and len(body) > SMS_MAX_CHARS:
+            errors.setdefault(prefix, []).append(f"body: an SMS body may not exceed {SMS_MAX_CHARS} characters")
+        for field in CONTENT_FIELDS:
+            source = item.get(field) or ""
+            if len(source) > settings.BEACON_MAX_BODY_CHARS:
+                errors.setdefault(prefix, []).append(
+                    f"{field}: longer than {settings.BEACON_MAX_BODY_CHARS} characters"
+                )
+                continue
+            problem = check_syntax(source)
+            if problem:
+                errors.setdefault(prefix, []).append(f"{field}: template syntax error at {problem}")
+        cleaned.append(
+            {
+                "channel": channel,
+                "locale": locale,
+                "subject": item.get("subject") or "",
+                "body": body,
+                "html_body": item.get("html_body") or "" if channel == Channel.EMAIL else "",
+            }
+        )
+    if errors:
+        raise ValidationError(errors)
+    return cleaned
+
+
+def _validate_placeholders(required: list, defaults: dict, sample_context: dict) -> None:
+    errors = {}
+    if not isinstance(required, list) or not all(isinstance(p, str) and p.isidentifier() for p in required):
+        errors["required_placeholders"] = ["Must be a list of placeholder names."]
+    if not isinstance(defaults, dict):
+        errors["defaults"] = ["Must be an object of placeholder -> fallback value."]
+    if not isinstance(sample_context, dict):
+        errors["sample_context"] = ["Must be an object."]
+    if errors:
+        raise ValidationError(errors)
+
+
+def _create_version(
+    *, template: Template, required_placeholders, defaults, sample_context, contents, created_by, note=""
+) -> TemplateVersion:
+    _validate_placeholders(required_placeholders, defaults, sample_context)
+    cleaned = _validate_contents(contents)
+    # Lock the template row so two concurrent edits get consecutive numbers.
+    Template.objects.select_for_update().filter(pk=template.pk).first()
+    number = (template.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+    version = TemplateVersion.objects.create(
+        template=template,
+        number=number,
+        required_placeholders=list(required_placeholders),
+        defaults=dict(defaults),
+        sample_context=dict(sample_context),
+        created_by=created_by,
+        note=note,
+    )
+    TemplateContent.objects.bulk_create([TemplateContent(version=version, **item) for item in cleaned])
+    template.current_version = version
+    template.save(update_fields=["current_version", "updated_at"])
+    return version
+
+
+@transaction.atomic
+def template_create(
+    *,
+    account,
+    key: str,
+    name: str,
+    contents: list[dict],
+    template_type: str = "custom",
+    category: str = "transactional",
+    description: str = "",
+    required_placeholders: list | None = None,
+    defaults: dict | None = None,
+    sample_context: dict | None = None,
+    created_by=None,
+) -> Template:
+    """Create a template and its first version."""
+    try:
+        with transaction.atomic():
+            template = Template.objects.create(
+                account=account,
+                key=key,
+                name=name,
+                template_type=template_type,
+                category=category,
+                description=description,
+            )
+    except IntegrityError:
+        raise ValidationError({"key": [f"A template with key {key!r} already exists."]}) from None
+    _create_version(
+        template=template,
+        required_placeholders=required_placeholders or [],
+        defaults=defaults or {},
+        sample_context=sample_context or {},
+        contents=contents,
+        created_by=created_by,
+        note="created",
+    )
+    return template
+
+
+@transaction.atomic
+def template_update(*, template: Template, updated_by=None, **changes) -> Template:
+    """Change a template. Descriptive fields change in place; any content change makes a
+    new version carrying the unchanged parts of the current one."""
+    unknown = set(changes) - set(META_FIELDS) - set(VERSIONED_FIELDS)
+    if unknown:
+        raise ValidationError({field: ["Unknown field."] for field in sorted(unknown)})
+    meta = {field: changes[field] for field in META_FIELDS if field in changes}
+    if meta:
+        for field, value in meta.items():
+            setattr(template, field, value)
+        try:
+            with transaction.atomic():
+                template.save(update_fields=[*meta, "updated_at"])
+        except IntegrityError:
+            raise ValidationError({"key": [f"A template with key {template.key!r} already exists."]}) from None
+    if any(field in changes for field in VERSIONED_FIELDS):
+        current = template.current_version
+        _create_version(
+            template=template,
+            required_placeholders=changes.get("required_placeholders", current.required_placeholders),
+            defaults=changes.get("defaults", current.defaults),
+            sample_context=changes.get("sample_context", current.sample_context),
+            contents=changes.get("contents") or [content_as_dict(c) for c in current.contents.all()],
+            created_by=updated_by,
+            note="edited",
+        )
+    return template
+
+
+def content_as_dict(content: TemplateContent) -> dict:
+    return {"channel": content.channel, "locale": content.locale, **{f: getattr(content, f) for f in CONTENT_FIELDS}}
+
+
+@transaction.atomic
+def template_restore(*, template: Template, number: int, restored_by=None) -> TemplateVersion:
+    """Make an older version live again, as a new version (history is never rewritten)."""
+    try:
+        old = template.versions.get(number=number)
+    except TemplateVersion.DoesNotExist:
+        raise ValidationError({"version": [f"Template has no version {number}."]}) from None
+    return _create_version(
+        template=template,
+        required_placeholders=old.required_placeholders,
+        defaults=old.defaults,
+        sample_context=old.sample_context,
+        contents=[content_as_dict(c) for c in old.contents.all()],
+        created_by=restored_by,
+        note=f"restored from v{number}",
+    )
+
+
+def template_archive(*, template: Template) -> None:
+    """Templates are archived rather than deleted: sent notifications pin their versions."""
+    Template.objects.filter(pk=template.pk).update(is_active=False)
+
+
+def content_select(*, version: TemplateVersion, channel: str, locale: str | None) -> TemplateContent | None:
+    """The content for a channel in the closest locale: es-MX, then es, then the default."""
+    by_locale = {c.locale: c for c in version.contents.all() if c.channel == channel}
+    for candidate in locale_candidates(locale):
+        if candidate in by_locale:
+            return by_locale[candidate]
+    return None
+
+
+def template_render(*, version: TemplateVersion, channel: str, locale: str | None, context: dict) -> RenderedMessage:
+    """Render a version for a channel and locale; raises RenderError naming what is wrong."""
+    content = content_select(version=version, channel=channel, locale=locale)
+    if content is None:
+        raise RenderError({"channel": [f"Template {version.template.key!r} has no {channel} content."]})
+    sources = [content.subject, content.body, content.html_body]
+    values, filled = fill_placeholders(
+        sources, context, required=version.required_placeholders, defaults=version.defaults
+    )
+    subject = " ".join(render_string(content.subject, values).split())
+    body = render_string(content.body, values)
+    html_body = render_string(content.html_body, values, html=True)
+    rendered = RenderedMessage(
+        channel=channel,
+        locale=content.locale,
+        subject=subject,
+        body=body,
+        html_body=html_body,
+        filled_defaults=filled,
+    )
+    check_rendered(rendered)
+    return rendered
+
+
+def check_rendered(rendered: RenderedMessage) -> None:
+    """Channel rules on the final text; fills in SMS encoding and segments."""
+    limit = settings.BEACON_MAX_BODY_CHARS
+    for field in CONTENT_FIELDS:
+        if len(getattr(rendered, field)) > limit:
+            raise RenderError({field: [f"Rendered {field} is longer than {limit} characters."]})
+    if rendered.channel == Channel.SMS:
+        if not rendered.body.strip():
+            raise RenderError({"message": ["The SMS body is empty."]})
+        if len(rendered.body) > SMS_MAX_CHARS:
+            raise RenderError(
+                {"message": [f"The SMS body is {len(rendered.body)} characters; the limit is {SMS_MAX_CHARS}."]}
+            )
+        info = sms_info(rendered.body)
+        rendered.encoding, rendered.segments = info.encoding, info.segments
+    elif rendered.channel == Channel.EMAIL and not rendered.subject:
+        raise RenderError({"subject": ["An email needs a subject."]})
+
+
+@transaction.atomic
+def system_templates_load(*, definitions: list[dict]) -> dict[str, int]:
+    """Create or update the shared default templates; unchanged ones are left alone."""
+    counts = {"created": 0, "updated": 0, "unchanged": 0}
+    for definition in definitions:
+        definition = dict(definition)
+        key = definition.pop("key")
+        template = Template.objects.filter(account__isnull=True, key=key).select_related("current_version").first()
+        if template is None:
+            template_create(account=None, key=key, **definition)
+            counts["created"] += 1
+            continue
+        current = template.current_version
+        wanted = sorted(_validate_contents(definition["contents"]), key=lambda c: (c["channel"], c["locale"]))
+        have = sorted((content_as_dict(c) for c in current.contents.all()), key=lambda c: (c["channel"], c["locale"]))
+        same = (
+            wanted == have
+            and current.required_placeholders == definition.get("required_placeholders", [])
+            and current.defaults == definition.get("defaults", {})
+            and current.sample_context == definition.get("sample_context", {})
+        )
+        if same:
+            counts["unchanged"] += 1
+            continue
+        template_update(template=template, **definition)
+        counts["updated"] += 1
+    return counts

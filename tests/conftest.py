@@ -1,0 +1,127 @@
+import pytest
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from accounts.services import api_token_issue
+from config.celery import app as celery_app
+from providers.registry import reset_providers
+from tests.doubles.smtp import SmtpServer
+from tests.doubles.twilio import TwilioDouble
+from tests.factories import UserFactory
+
+TWILIO_SID = "AC" + "0" * 32
+TWILIO_TOKEN = "twilio-test-auth-token"
+TWILIO_FROM = "+15005550006"
+
+
+@pytest.fixture(autouse=True)
+def _eager_tasks():
+    """Unit tests run tasks in-process; integration tests switch this off for a real worker."""
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = previous
+
+
+@pytest.fixture(autouse=True)
+def _fresh_providers():
+    reset_providers()
+    yield
+    reset_providers()
+
+
+@pytest.fixture
+def alice(db):
+    return UserFactory(username="alice")
+
+
+@pytest.fixture
+def bob(db):
+    return UserFactory(username="bob")
+
+
+@pytest.fixture
+def charlie(db):
+    """An account that holds no token: no access through the API."""
+    return UserFactory(username="charlie")
+
+
+def client_for(user) -> APIClient:
+    _, raw = api_token_issue(username=user.username)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client
+
+
+@pytest.fixture
+def alice_api(alice):
+    return client_for(alice)
+
+
+@pytest.fixture
+def bob_api(bob):
+    return client_for(bob)
+
+
+@pytest.fixture
+def anon_api():
+    return APIClient()
+
+
+@pytest.fixture(scope="session")
+def twilio_server():
+    double = TwilioDouble(account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN).start()
+    yield double
+    double.stop()
+
+
+def twilio_settings(double: TwilioDouble) -> dict:
+    return {
+        "TWILIO_ACCOUNT_SID": TWILIO_SID,
+        "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+        "TWILIO_FROM_NUMBER": TWILIO_FROM,
+        "TWILIO_MESSAGING_SERVICE_SID": "",
+        "TWILIO_API_BASE_URL": double.base_url,
+        "BEACON_SMS_PROVIDER": "twilio",
+    }
+
+
+@pytest.fixture
+def twilio(twilio_server):
+    """The Twilio double, emptied, with settings pointing the real client at it."""
+    twilio_server.reset()
+    with override_settings(**twilio_settings(twilio_server)):
+        reset_providers()
+        yield twilio_server
+    twilio_server.wait_for_callbacks()
+    reset_providers()
+
+
+@pytest.fixture(scope="session")
+def smtp_server_session():
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+def smtp_settings(server: SmtpServer) -> dict:
+    return {
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": "127.0.0.1",
+        "EMAIL_PORT": server.port,
+        "EMAIL_USE_TLS": False,
+        "EMAIL_USE_SSL": False,
+        "EMAIL_HOST_USER": "",
+        "EMAIL_HOST_PASSWORD": "",
+        "BEACON_EMAIL_PROVIDER": "django",
+    }
+
+
+@pytest.fixture
+def smtp(smtp_server_session):
+    """A real SMTP server on loopback, emptied, with Django's SMTP backend pointed at it."""
+    smtp_server_session.reset()
+    with override_settings(**smtp_settings(smtp_server_session)):
+        reset_providers()
+        yield smtp_server_session
+    reset_providers()
