@@ -97,6 +97,20 @@ class DjangoEmailProvider(Provider):
 
 
 def classify_email_error(exc: Exception) -> ProviderError:
+    # Anymail first: its HTTP errors subclass requests.HTTPError, an OSError, and would
+    # otherwise read as an unreachable SMTP server (a 400 retried, a 429's wait lost).
+    if AnymailRecipientsRefused and isinstance(exc, (AnymailRecipientsRefused, AnymailInvalidAddress)):
+        return RecipientRejected("The ESP refused the recipient.")
+    if AnymailConfigurationError and isinstance(exc, AnymailConfigurationError):
+        return ProviderConfigurationError("The ESP is not configured: check the ANYMAIL_* settings.")
+    if AnymailAPIError and isinstance(exc, AnymailAPIError):
+        if exc.status_code is None:
+            return ProviderUnavailable("The ESP could not be reached.")
+        response = getattr(exc, "response", None)
+        retry_after = parse_retry_after(response.headers.get("Retry-After")) if response is not None else None
+        return error_for_status(exc.status_code, f"The ESP answered HTTP {exc.status_code}.", retry_after=retry_after)
+    if AnymailError and isinstance(exc, AnymailError):
+        return ProviderError(f"The ESP refused the message: {exc.__class__.__name__}")
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         return ProviderConfigurationError(f"SMTP authentication failed ({exc.smtp_code})", status_code=exc.smtp_code)
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
@@ -112,18 +126,6 @@ def classify_email_error(exc: Exception) -> ProviderError:
         return RecipientRejected(f"SMTP permanent failure ({exc.smtp_code})", status_code=exc.smtp_code)
     if isinstance(exc, (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError)):
         return ProviderUnavailable(f"SMTP server unreachable: {exc.__class__.__name__}")
-    if AnymailRecipientsRefused and isinstance(exc, (AnymailRecipientsRefused, AnymailInvalidAddress)):
-        return RecipientRejected("The ESP refused the recipient.")
-    if AnymailConfigurationError and isinstance(exc, AnymailConfigurationError):
-        return ProviderConfigurationError("The ESP is not configured: check the ANYMAIL_* settings.")
-    if AnymailAPIError and isinstance(exc, AnymailAPIError):
-        if exc.status_code is None:
-            return ProviderUnavailable("The ESP could not be reached.")
-        response = getattr(exc, "response", None)
-        retry_after = parse_retry_after(response.headers.get("Retry-After")) if response is not None else None
-        return error_for_status(exc.status_code, f"The ESP answered HTTP {exc.status_code}.", retry_after=retry_after)
-    if AnymailError and isinstance(exc, AnymailError):
-        return ProviderError(f"The ESP refused the message: {exc.__class__.__name__}")
     return ProviderError(f"Email send failed: {exc.__class__.__name__}")
 
 
