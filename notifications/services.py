@@ -99,7 +99,7 @@ def recipient_resolve(
     if external_id:
         lookup = lookup.filter(external_id=external_id)
     elif email:
-        lookup = lookup.filter(email__iexact=email, external_id="")
+        lookup = lookup.filter(email=email, external_id="")
     else:
         lookup = lookup.filter(phone=phone, external_id="")
     recipient = lookup.order_by("pk").first()
