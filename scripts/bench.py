@@ -46,7 +46,11 @@ def ensure_database(url: str) -> None:
     parsed = urlparse(url)
     name = parsed.path.lstrip("/")
     admin = psycopg2.connect(
-        host=parsed.hostname, port=parsed.port or 5432, user=parsed.username, password=parsed.password, dbname="postgres"
+        host=parsed.hostname,
+        port=parsed.port or 5432,
+        user=parsed.username,
+        password=parsed.password,
+        dbname="postgres",
     )
     admin.autocommit = True
     with admin.cursor() as cursor:
@@ -139,10 +143,28 @@ def main() -> int:
     log_path = ROOT / "var" / "bench-worker.log"
     log_path.parent.mkdir(exist_ok=True)
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "WARNING",
-         "--concurrency", str(args.concurrency), "-Q", os.environ["BEACON_QUEUE"], "--without-gossip",
-         "--without-mingle", "--without-heartbeat"],
-        cwd=ROOT, env=os.environ.copy(), stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--loglevel",
+            "WARNING",
+            "--concurrency",
+            str(args.concurrency),
+            "-Q",
+            os.environ["BEACON_QUEUE"],
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        stdout=open(log_path, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + args.timeout
@@ -164,10 +186,14 @@ def main() -> int:
 
     print(f"notifications        {args.n} (refused {refused}), worker processes {args.concurrency}")
     print(f"accepted/s           {args.n / accept_seconds:,.0f}   ({accept_seconds:.1f}s for all)")
-    print(f"accept latency       p50 {statistics.median(latencies) * 1000:.1f} ms   "
-          f"p99 {percentile(latencies, 99) * 1000:.1f} ms")
-    print(f"delivered/s          {sent / drain_seconds:,.0f}   ({sent} sent, {failed} failed, "
-          f"{drain_seconds:.1f}s from first to last provider acceptance)")
+    print(
+        f"accept latency       p50 {statistics.median(latencies) * 1000:.1f} ms   "
+        f"p99 {percentile(latencies, 99) * 1000:.1f} ms"
+    )
+    print(
+        f"delivered/s          {sent / drain_seconds:,.0f}   ({sent} sent, {failed} failed, "
+        f"{drain_seconds:.1f}s from first to last provider acceptance)"
+    )
     return 0 if sent == args.n and not refused else 1
 
 

@@ -9,7 +9,6 @@ from datetime import timedelta
 
 import pytest
 import requests
-from django.conf import settings
 from django.utils import timezone
 from twilio.request_validator import RequestValidator
 
@@ -42,8 +41,12 @@ def test_sms_reaches_delivered_through_signed_twilio_callbacks(alice_setup, real
     # when
     response = api.post(
         SEND_URL,
-        {"channel": "sms", "recipient": {"phone": "+14155550123"}, "template": "reminder",
-         "context": {"event_name": "Haircut", "start_time": "at 10:00"}},
+        {
+            "channel": "sms",
+            "recipient": {"phone": "+14155550123"},
+            "template": "reminder",
+            "context": {"event_name": "Haircut", "start_time": "at 10:00"},
+        },
         format="json",
     )
     # then
@@ -66,8 +69,12 @@ def test_email_reaches_the_smtp_server(alice_setup, real_worker, smtp_server_ses
     _, api = alice_setup
     response = api.post(
         SEND_URL,
-        {"channel": "email", "recipient": {"email": "ana@example.com"}, "template": "reminder",
-         "context": {"event_name": "Haircut", "invitee_name": "Ana"}},
+        {
+            "channel": "email",
+            "recipient": {"email": "ana@example.com"},
+            "template": "reminder",
+            "context": {"event_name": "Haircut", "invitee_name": "Ana"},
+        },
         format="json",
     )
     assert response.status_code == 202
@@ -81,8 +88,9 @@ def test_email_reaches_the_smtp_server(alice_setup, real_worker, smtp_server_ses
 
 def test_forged_callback_is_refused_by_the_live_api(alice_setup, real_worker, twilio_server, live_server):
     _, api = alice_setup
-    response = api.post(SEND_URL, {"channel": "sms", "recipient": {"phone": "+14155550123"}, "message": "Hi"},
-                        format="json")
+    response = api.post(
+        SEND_URL, {"channel": "sms", "recipient": {"phone": "+14155550123"}, "message": "Hi"}, format="json"
+    )
     delivery_id = response.json()["deliveries"][0]["id"]
     wait_for(lambda: status_of(delivery_id) == DeliveryStatus.SENT, message="sent")
     sid = Delivery.objects.get(pk=delivery_id).provider_message_id
@@ -109,12 +117,17 @@ def test_retryable_errors_are_retried_by_the_worker(alice_setup, real_worker, tw
         (503, {}, {"code": 20500, "message": "down", "status": 503}),
         (429, {"Retry-After": "1"}, {"code": 20429, "message": "slow down", "status": 429}),
     ]
-    response = api.post(SEND_URL, {"channel": "sms", "recipient": {"phone": "+14155550123"}, "message": "Hi"},
-                        format="json")
+    response = api.post(
+        SEND_URL, {"channel": "sms", "recipient": {"phone": "+14155550123"}, "message": "Hi"}, format="json"
+    )
     delivery_id = response.json()["deliveries"][0]["id"]
     wait_for(lambda: status_of(delivery_id) == DeliveryStatus.SENT, message="sent after retries")
     attempts = list(Delivery.objects.get(pk=delivery_id).attempts.order_by("number"))
-    assert [(a.outcome, a.response_code) for a in attempts] == [("retryable", 503), ("retryable", 429), ("success", 201)]
+    assert [(a.outcome, a.response_code) for a in attempts] == [
+        ("retryable", 503),
+        ("retryable", 429),
+        ("success", 201),
+    ]
     # Retry-After: 1 was honoured between the second and third attempt.
     assert (attempts[2].started_at - attempts[1].finished_at).total_seconds() >= 0.95
     assert twilio_server.sent_count() == 3
@@ -122,8 +135,9 @@ def test_retryable_errors_are_retried_by_the_worker(alice_setup, real_worker, tw
 
 def test_invalid_number_fails_once_in_the_worker(alice_setup, real_worker, twilio_server):
     _, api = alice_setup
-    response = api.post(SEND_URL, {"channel": "sms", "recipient": {"phone": "+15005550001"}, "message": "Hi"},
-                        format="json")
+    response = api.post(
+        SEND_URL, {"channel": "sms", "recipient": {"phone": "+15005550001"}, "message": "Hi"}, format="json"
+    )
     delivery_id = response.json()["deliveries"][0]["id"]
     wait_for(lambda: status_of(delivery_id) == DeliveryStatus.FAILED, message="failed")
     assert twilio_server.sent_count() == 1
@@ -150,8 +164,12 @@ def test_scheduled_delivery_is_sent_when_due_and_two_sweepers_take_it_once(alice
     for n in range(20):
         response = api.post(
             SEND_URL,
-            {"channel": "sms", "recipient": {"phone": f"+1415555{n:04d}"}, "message": f"Later {n}",
-             "scheduled_for": due_at.isoformat()},
+            {
+                "channel": "sms",
+                "recipient": {"phone": f"+1415555{n:04d}"},
+                "message": f"Later {n}",
+                "scheduled_for": due_at.isoformat(),
+            },
             format="json",
         )
         assert response.json()["status"] == "scheduled"
@@ -190,8 +208,9 @@ def test_killed_worker_does_not_send_twice(alice_setup, real_worker, twilio_serv
     # given: the provider stalls, so the worker is mid-send when it is killed
     _, api = alice_setup
     twilio_server.delay = 3.0
-    response = api.post(SEND_URL, {"channel": "sms", "recipient": {"phone": "+14155550123"}, "message": "Once"},
-                        format="json")
+    response = api.post(
+        SEND_URL, {"channel": "sms", "recipient": {"phone": "+14155550123"}, "message": "Once"}, format="json"
+    )
     delivery_id = response.json()["deliveries"][0]["id"]
     assert twilio_server.request_received.wait(30)
     not_claimed_before = real_worker.log_text().count("'not-claimed'")
