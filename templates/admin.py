@@ -5,7 +5,7 @@ from django.utils.html import format_html, format_html_join
 
 from .models import Template, TemplateContent, TemplateVersion
 from .rendering import RenderError
-from .services import content_as_dict, template_create, template_render, template_update
+from .services import content_as_dict, template_content_validate, template_create, template_render, template_update
 
 
 class TemplateAdminForm(forms.ModelForm):
@@ -38,6 +38,36 @@ class TemplateAdminForm(forms.ModelForm):
         if not isinstance(contents, list) or not all(isinstance(c, dict) for c in contents):
             raise ValidationError("Must be a list of objects.")
         return contents
+
+    def clean(self):
+        # The services refuse bad content in save_model, too late to show on the form: ask
+        # them first, so that the operator sees the error instead of a server error.
+        cleaned = super().clean()
+        if "contents" not in cleaned:
+            return cleaned
+        version = self.instance.current_version if self.instance.pk else None
+
+        def current(name, empty):
+            value = cleaned.get(name)
+            if value is None:
+                return getattr(version, name) if version is not None else empty
+            return value
+
+        try:
+            template_content_validate(
+                required_placeholders=current("required_placeholders", []),
+                defaults=current("defaults", {}),
+                sample_context=current("sample_context", {}),
+                contents=cleaned["contents"],
+            )
+        except ValidationError as exc:
+            for field, messages in exc.message_dict.items():
+                for message in messages:
+                    if field in self.fields:
+                        self.add_error(field, message)
+                    else:
+                        self.add_error("contents", f"{field}: {message}")
+        return cleaned
 
 
 class TemplateVersionInline(admin.TabularInline):
@@ -83,8 +113,10 @@ class TemplateAdmin(admin.ModelAdmin):
             obj.pk = created.pk
 
     def save_related(self, request, form, formsets, change):
-        # Versions are written by the services only.
-        pass
+        # Versions are written by the services only. The change message still reads what
+        # the inline formsets saved, so record that it was nothing.
+        for formset in formsets:
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
     @admin.display(description="Rendered preview (sample data)")
     def preview(self, obj):

@@ -7,8 +7,10 @@ the operators that could build huge strings.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -18,6 +20,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 SMS_MAX_CHARS = 1600
 MAX_OPERATOR_RESULT = 100_000
+# Integers past this many bits cost real memory and time to build (and cannot be printed:
+# Python refuses str() of ints over 4,300 digits, about 14,000 bits).
+MAX_INT_BITS = 10_000
 
 
 class RenderError(Exception):
@@ -28,18 +33,103 @@ class RenderError(Exception):
         super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
 
 
+MAX_RANGE = 10_000
+# A width or precision of six digits or more in a format string ('%0999999999d', '{:>999999}').
+HUGE_FORMAT_FIELD = re.compile(r"\d{6,}")
+# Filters whose numeric arguments size their output.
+SIZED_FILTERS = ("center", "indent", "wordwrap", "truncate", "filesizeformat", "round")
+
+
+def _refuse_huge_format(template) -> None:
+    if isinstance(template, str) and HUGE_FORMAT_FIELD.search(template):
+        raise SecurityError("format width too large")
+
+
+def _bounded_range(*args):
+    items = range(*args)
+    if len(items) > MAX_RANGE:
+        raise SecurityError(f"range larger than {MAX_RANGE}")
+    return items
+
+
+def _bounded_arguments(name, func):
+    @functools.wraps(func)
+    def guarded(*args, **kwargs):
+        if any(_is_int(value) and abs(value) > MAX_OPERATOR_RESULT for value in [*args[1:], *kwargs.values()]):
+            raise SecurityError(f"{name}: argument too large")
+        return func(*args, **kwargs)
+
+    return guarded
+
+
+def _bounded_replace(func):
+    @functools.wraps(func)
+    def guarded(*args, **kwargs):
+        strings = [value for value in args if isinstance(value, str)]
+        if len(strings) >= 3:
+            subject, old, new = strings[:3]
+            occurrences = subject.count(old) if old else len(subject) + 1
+            if len(subject) + occurrences * len(new) > MAX_OPERATOR_RESULT * 10:
+                raise SecurityError("replace: result too large")
+        return func(*args, **kwargs)
+
+    return guarded
+
+
+def _bounded_format(func):
+    @functools.wraps(func)
+    def guarded(value, *args, **kwargs):
+        _refuse_huge_format(value)
+        return func(value, *args, **kwargs)
+
+    return guarded
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset(["*", "**"])
+    """Jinja2's immutable sandbox, with the size of what one expression can build bounded:
+    no operator, filter, format or range can allocate gigabytes or loop for minutes."""
+
+    intercepted_binops = frozenset(["*", "**", "%"])
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # lipsum(n) builds n paragraphs with no upper bound: lipsum(10**9) never returns.
+        del self.globals["lipsum"]
+        self.globals["range"] = _bounded_range
+        for name in SIZED_FILTERS:
+            self.filters[name] = _bounded_arguments(name, self.filters[name])
+        self.filters["replace"] = _bounded_replace(self.filters["replace"])
+        self.filters["format"] = _bounded_format(self.filters["format"])
+
+    def wrap_str_format(self, value):
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        _refuse_huge_format(value.__self__)
+        return wrapped
 
     def call_binop(self, context, op, left, right):
+        if op == "%":
+            _refuse_huge_format(left)
+            return operator.mod(left, right)
         if op == "**":
             if isinstance(right, (int, float)) and abs(right) > 64:
                 raise SecurityError("exponent too large")
+            # A small exponent is not enough: (2**64)**64**64 chains to a number of
+            # gigabytes, so bound the size of the result as well.
+            if _is_int(left) and _is_int(right) and right > 0 and abs(left).bit_length() * right > MAX_INT_BITS:
+                raise SecurityError("result of ** too large")
             return operator.pow(left, right)
         result_size = _repeat_size(left, right)
         if result_size is not None and result_size > MAX_OPERATOR_RESULT:
             raise SecurityError("result of * too large")
+        if _is_int(left) and _is_int(right) and abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS:
+            raise SecurityError("result of * too large")
         return operator.mul(left, right)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _repeat_size(left, right) -> int | None:

@@ -103,6 +103,12 @@ def _validate_placeholders(required: list, defaults: dict, sample_context: dict)
         raise ValidationError(errors)
 
 
+def template_content_validate(*, required_placeholders, defaults, sample_context, contents) -> None:
+    """Raise the ValidationError a new version with this content would raise; writes nothing."""
+    _validate_placeholders(required_placeholders, defaults, sample_context)
+    _validate_contents(contents)
+
+
 def _create_version(
     *, template: Template, required_placeholders, defaults, sample_context, contents, created_by, note=""
 ) -> TemplateVersion:
@@ -136,6 +142,7 @@ def template_create(
     template_type: str = "custom",
     category: str = "transactional",
     description: str = "",
+    is_active: bool = True,
     required_placeholders: list | None = None,
     defaults: dict | None = None,
     sample_context: dict | None = None,
@@ -151,6 +158,7 @@ def template_create(
                 template_type=template_type,
                 category=category,
                 description=description,
+                is_active=is_active,
             )
     except IntegrityError:
         raise ValidationError({"key": [f"A template with key {key!r} already exists."]}) from None
@@ -184,16 +192,29 @@ def template_update(*, template: Template, updated_by=None, **changes) -> Templa
             raise ValidationError({"key": [f"A template with key {template.key!r} already exists."]}) from None
     if any(field in changes for field in VERSIONED_FIELDS):
         current = template.current_version
-        _create_version(
-            template=template,
-            required_placeholders=changes.get("required_placeholders", current.required_placeholders),
-            defaults=changes.get("defaults", current.defaults),
-            sample_context=changes.get("sample_context", current.sample_context),
-            contents=changes.get("contents") or [content_as_dict(c) for c in current.contents.all()],
-            created_by=updated_by,
-            note="edited",
-        )
+        versioned = {
+            "required_placeholders": changes.get("required_placeholders", current.required_placeholders),
+            "defaults": changes.get("defaults", current.defaults),
+            "sample_context": changes.get("sample_context", current.sample_context),
+            "contents": changes.get("contents") or [content_as_dict(c) for c in current.contents.all()],
+        }
+        # A full replacement (PUT, the admin form) that repeats the live content is not an edit.
+        if not _version_matches(current, **versioned):
+            _create_version(template=template, created_by=updated_by, note="edited", **versioned)
     return template
+
+
+def _version_matches(version: TemplateVersion, *, required_placeholders, defaults, sample_context, contents) -> bool:
+    """True when the given (valid) content is exactly what the version holds."""
+    _validate_placeholders(required_placeholders, defaults, sample_context)
+    wanted = sorted(_validate_contents(contents), key=lambda c: (c["channel"], c["locale"]))
+    have = sorted((content_as_dict(c) for c in version.contents.all()), key=lambda c: (c["channel"], c["locale"]))
+    return (
+        wanted == have
+        and version.required_placeholders == list(required_placeholders)
+        and version.defaults == dict(defaults)
+        and version.sample_context == dict(sample_context)
+    )
 
 
 def content_as_dict(content: TemplateContent) -> dict:
@@ -287,15 +308,13 @@ def system_templates_load(*, definitions: list[dict]) -> dict[str, int]:
             template_create(account=None, key=key, **definition)
             counts["created"] += 1
             continue
-        current = template.current_version
-        wanted = sorted(_validate_contents(definition["contents"]), key=lambda c: (c["channel"], c["locale"]))
-        have = sorted((content_as_dict(c) for c in current.contents.all()), key=lambda c: (c["channel"], c["locale"]))
-        same = (
-            wanted == have
-            and current.required_placeholders == definition.get("required_placeholders", [])
-            and current.defaults == definition.get("defaults", {})
-            and current.sample_context == definition.get("sample_context", {})
-        )
+        same = _version_matches(
+            template.current_version,
+            required_placeholders=definition.get("required_placeholders", []),
+            defaults=definition.get("defaults", {}),
+            sample_context=definition.get("sample_context", {}),
+            contents=definition["contents"],
+        ) and all(getattr(template, f) == definition[f] for f in META_FIELDS if f in definition)
         if same:
             counts["unchanged"] += 1
             continue
