@@ -17,7 +17,8 @@ def esp_tracking_event(sender, event, esp_name, **kwargs):
     delivery = delivery_by_provider_message(channel=Channel.EMAIL, provider_message_id=event.message_id or "")
     if status is None or delivery is None:
         return
-    detail = event.description or event.reject_reason or ""
+    # Most ESPs (SendGrid among them) put the bounce reason in mta_response, not description.
+    detail = event.description or event.mta_response or event.reject_reason or ""
     delivery_track(
         delivery=delivery,
         status=status,

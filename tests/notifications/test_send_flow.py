@@ -20,7 +20,9 @@ def sms_request(**overrides):
 
 
 @pytest.mark.django_db
-def test_templated_sms_goes_through_twilio_client_to_the_double(alice, alice_api, twilio, django_capture_on_commit_callbacks):
+def test_templated_sms_goes_through_twilio_client_to_the_double(
+    alice, alice_api, twilio, django_capture_on_commit_callbacks
+):
     # given
     make_template(alice)
     # when
@@ -30,7 +32,14 @@ def test_templated_sms_goes_through_twilio_client_to_the_double(alice, alice_api
     assert response.status_code == 202, response.json()
     delivery = Delivery.objects.get()
     assert response.json()["deliveries"] == [
-        {"id": str(delivery.pk), "channel": "sms", "to": "+14155550123", "status": "queued", "encoding": "GSM-7", "segments": 1}
+        {
+            "id": str(delivery.pk),
+            "channel": "sms",
+            "to": "+14155550123",
+            "status": "queued",
+            "encoding": "GSM-7",
+            "segments": 1,
+        }
     ]
     assert twilio.requests == [
         {

@@ -89,11 +89,7 @@ def test_400_is_permanent(sendgrid):
         (
             400,
             {},
-            {
-                "errors": [
-                    {"message": "Does not contain a valid address.", "field": "personalizations.0.to.0.email"}
-                ]
-            },
+            {"errors": [{"message": "Does not contain a valid address.", "field": "personalizations.0.to.0.email"}]},
         )
     ]
     with pytest.raises(RecipientRejected) as caught:

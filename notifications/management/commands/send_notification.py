@@ -56,5 +56,7 @@ class Command(BaseCommand):
             )
         except ValidationError as exc:
             raise CommandError(json.dumps(exc.message_dict)) from None
-        for delivery in accepted.notification.deliveries.all():
+        notification = accepted.notification
+        # In the order the channels were given, as the API answers (not newest first).
+        for delivery in sorted(notification.deliveries.all(), key=lambda d: notification.channels.index(d.channel)):
             self.stdout.write(f"{delivery.pk} {delivery.channel} {delivery.status}")
