@@ -7,6 +7,7 @@ from templates.models import Category, Channel
 from templates.selectors import template_resolve
 
 from .models import Delivery, DeliveryAttempt, DeliveryEvent, Priority
+from .services import ADDRESS_FIELD
 
 E164 = r"^\+[1-9]\d{6,14}$"
 LOCALE = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"
@@ -46,10 +47,17 @@ class SendSerializer(serializers.Serializer):
     template = serializers.CharField(max_length=100, required=False)
     context = serializers.DictField(required=False, default=dict)
     subject = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
-    message = serializers.CharField(required=False, trim_whitespace=False, max_length=settings.BEACON_MAX_BODY_CHARS)
+    message = serializers.CharField(required=False, trim_whitespace=False)
     scheduled_for = serializers.DateTimeField(required=False, allow_null=True, default=None)
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
     category = serializers.ChoiceField(choices=Category.choices, required=False)
+
+    def validate_message(self, value):
+        if len(value) > settings.BEACON_MAX_BODY_CHARS:
+            raise serializers.ValidationError(
+                f"Ensure this field has no more than {settings.BEACON_MAX_BODY_CHARS} characters."
+            )
+        return value
 
     def validate_template(self, value):
         template = template_resolve(account=self.context["account"], reference=value)
@@ -66,6 +74,13 @@ class SendSerializer(serializers.Serializer):
         if len(set(channels)) != len(channels):
             raise serializers.ValidationError({"channels": ["A channel may appear only once."]})
         attrs["channels"] = channels
+        missing = {
+            ADDRESS_FIELD[channel]: [f"Required to send on the {channel} channel."]
+            for channel in channels
+            if not attrs["recipient"].get(ADDRESS_FIELD[channel])
+        }
+        if missing:
+            raise serializers.ValidationError({"recipient": missing})
         if "template" in attrs and "message" in attrs:
             raise serializers.ValidationError({"template": ["Give a template or a message, not both."]})
         if "template" not in attrs and "message" not in attrs:

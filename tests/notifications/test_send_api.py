@@ -89,7 +89,7 @@ REFUSALS = {
     ),
     "email channel without an email address": (
         {"channel": "email", "recipient": {"phone": "+14155550123"}, "subject": "Hi", "message": "Hello"},
-        {"recipient.email": ["Required to send on the email channel."]},
+        {"recipient": {"email": ["Required to send on the email channel."]}},
     ),
     "email without a subject": (
         email_request(subject=""),
