@@ -44,6 +44,8 @@ from .queue import enqueue_dispatch
 logger = logging.getLogger(__name__)
 
 ADDRESS_FIELD = {Channel.EMAIL: "email", Channel.SMS: "phone"}
+# What a delivery sends: a resend copies exactly these.
+MESSAGE_FIELDS = ("channel", "to", "locale", "subject", "body", "html_body", "encoding", "segments")
 TIMESTAMP_FIELD = {
     DeliveryStatus.SENT: "sent_at",
     DeliveryStatus.DELIVERED: "delivered_at",
@@ -490,14 +492,7 @@ def delivery_resend(*, delivery: Delivery, source: str = "api") -> Delivery:
         account_id=delivery.account_id,
         notification_id=delivery.notification_id,
         resent_from=delivery,
-        channel=delivery.channel,
-        to=delivery.to,
-        locale=delivery.locale,
-        subject=delivery.subject,
-        body=delivery.body,
-        html_body=delivery.html_body,
-        encoding=delivery.encoding,
-        segments=delivery.segments,
+        **{field: getattr(delivery, field) for field in MESSAGE_FIELDS},
         status=DeliveryStatus.QUEUED,
         max_attempts=settings.BEACON_MAX_ATTEMPTS,
         next_attempt_at=now,

@@ -70,6 +70,19 @@ class TemplateAdminForm(forms.ModelForm):
         return cleaned
 
 
+class ImmutableAdmin(admin.ModelAdmin):
+    """Shown, never added, edited or deleted: versions are written by the services only."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class TemplateVersionInline(admin.TabularInline):
     model = TemplateVersion
     fields = ("number", "note", "created_by", "created_at")
@@ -157,9 +170,7 @@ class TemplateContentInline(admin.StackedInline):
 
 
 @admin.register(TemplateVersion)
-class TemplateVersionAdmin(admin.ModelAdmin):
-    """Versions are immutable: shown, never edited."""
-
+class TemplateVersionAdmin(ImmutableAdmin):
     list_display = ("template", "number", "note", "created_by", "created_at")
     list_filter = ("template__template_type",)
     search_fields = ("template__key", "note")
@@ -175,28 +186,10 @@ class TemplateVersionAdmin(admin.ModelAdmin):
     )
     inlines = [TemplateContentInline]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(TemplateContent)
-class TemplateContentAdmin(admin.ModelAdmin):
+class TemplateContentAdmin(ImmutableAdmin):
     list_display = ("version", "channel", "locale", "subject")
     list_filter = ("channel", "locale")
     search_fields = ("version__template__key", "subject", "body")
     readonly_fields = ("version", "channel", "locale", "subject", "body", "html_body")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -7,57 +7,41 @@ resource, or Twilio's error JSON), records every request, can be scripted to ans
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
 import uuid
 from base64 import b64decode
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
 
 import requests
 from twilio.request_validator import RequestValidator
 
+from tests.doubles.http import HttpDouble
+
 MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<sid>[^/]+)/Messages\.json$")
 INVALID_NUMBER = "+15005550001"
 
 
-class TwilioDouble:
+class TwilioDouble(HttpDouble):
     def __init__(self, *, account_sid: str, auth_token: str):
+        super().__init__()
         self.account_sid = account_sid
         self.auth_token = auth_token
-        self.requests: list[dict] = []
-        self.script: list[tuple[int, dict, dict]] = []  # answers to give before the normal ones
         self.delay = 0.0
         self.callback_statuses: list[str] = []
         self.callbacks: list[dict] = []  # (url, status, response code) of callbacks posted
         self.request_received = threading.Event()
-        self._lock = threading.Lock()
         self._callback_threads: list[threading.Thread] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> TwilioDouble:
-        self._thread.start()
-        return self
 
     def stop(self) -> None:
         self.wait_for_callbacks()
-        self._server.shutdown()
-        self._server.server_close()
+        super().stop()
 
     def reset(self) -> None:
-        with self._lock:
-            self.requests.clear()
-            self.script.clear()
+        super().reset()
+        with self.lock:
             self.callbacks.clear()
             self.delay = 0.0
             self.callback_statuses = []
@@ -67,21 +51,20 @@ class TwilioDouble:
         for thread in list(self._callback_threads):
             thread.join(timeout)
 
-    def sent_count(self) -> int:
-        with self._lock:
-            return len(self.requests)
-
     # --- the HTTP side -----------------------------------------------------------
 
-    def _answer(self, path: str, auth: str, form: dict) -> tuple[int, dict, dict]:
+    def answer(self, path: str, headers, body: bytes) -> tuple[int, dict, dict]:
+        form = dict(parse_qsl(body.decode()))
+        authorization = headers.get("Authorization", "")
+        auth = b64decode(authorization[6:]).decode() if authorization.startswith("Basic ") else ""
         match = MESSAGES_PATH.match(path)
         if match is None:
             return 404, {}, {"code": 20404, "message": "The requested resource was not found", "status": 404}
         if auth != f"{self.account_sid}:{self.auth_token}" or match["sid"] != self.account_sid:
             return 401, {}, {"code": 20003, "message": "Authenticate", "status": 401}
-        with self._lock:
+        with self.lock:
             self.requests.append(form)
-            scripted = self.script.pop(0) if self.script else None
+            scripted = self.next_scripted()
         self.request_received.set()
         if self.delay:
             time.sleep(self.delay)
@@ -135,41 +118,5 @@ class TwilioDouble:
             }
             signature = validator.compute_signature(url, params)
             response = requests.post(url, data=params, headers={"X-Twilio-Signature": signature}, timeout=10)
-            with self._lock:
+            with self.lock:
                 self.callbacks.append({"url": url, "status": status, "code": response.status_code})
-
-    def _handler(self):
-        double = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                form = dict(parse_qsl(self.rfile.read(length).decode()))
-                auth = self.headers.get("Authorization", "")
-                credentials = b64decode(auth[6:]).decode() if auth.startswith("Basic ") else ""
-                status, headers, body = double._answer(self.path.split("?")[0], credentials, form)
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                try:
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client went away (a killed worker): nothing to answer
-
-            def handle(self):
-                try:
-                    super().handle()
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def log_message(self, *args):
-                pass
-
-        return Handler

@@ -4,19 +4,9 @@ import pytest
 
 from notifications.models import Delivery, DeliveryAttempt, Notification
 from tests.factories import make_template
+from tests.notifications.factories import sms_request
 
 SEND_URL = "/api/v1/notifications/send/"
-
-
-def sms_request(**overrides):
-    body = {
-        "channel": "sms",
-        "recipient": {"phone": "+14155550123", "name": "Ana"},
-        "template": "reminder",
-        "context": {"event_name": "Haircut", "start_time": "at 10:00"},
-    }
-    body.update(overrides)
-    return body
 
 
 @pytest.mark.django_db

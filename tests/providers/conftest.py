@@ -1,1 +1,1 @@
-from tests.providers.sendgrid_double import sendgrid, sendgrid_server  # noqa: F401 - fixtures
+from tests.doubles.sendgrid import sendgrid, sendgrid_server  # noqa: F401 - fixtures
