@@ -2,11 +2,13 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from notifications.api import esp_webhook_urlpatterns
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/v1/notifications/", include("notifications.urls")),
     # django-anymail's ESP tracking webhooks: /anymail/<esp>/tracking/
-    path("anymail/", include("anymail.urls")),
+    path("anymail/", include((esp_webhook_urlpatterns(), "anymail"))),
 ]

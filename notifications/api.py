@@ -1,9 +1,13 @@
+import functools
 import hashlib
 import json
-import uuid
 
+import anymail.urls
+from anymail.exceptions import AnymailWebhookValidationFailure
 from django.conf import settings
 from django.db import connection
+from django.http import JsonResponse
+from django.urls import URLPattern
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, parsers, permissions, status, viewsets
 from rest_framework.response import Response
@@ -19,7 +23,7 @@ from templates.selectors import template_get
 
 from .filters import DeliveryLogFilter
 from .models import Delivery
-from .selectors import delivery_by_provider_message, delivery_detail, delivery_list
+from .selectors import delivery_detail, delivery_for_callback, delivery_list
 from .serializers import (
     AcceptedSerializer,
     DeliveryBriefSerializer,
@@ -196,7 +200,11 @@ class TwilioStatusCallbackView(APIView):
         except WebhookSignatureInvalid:
             return Response({"message": "Invalid signature.", "errors": {}}, status=status.HTTP_403_FORBIDDEN)
         new_status = TWILIO_STATUS_MAP.get(params.get("MessageStatus") or params.get("SmsStatus") or "")
-        delivery = _callback_delivery(request.query_params.get("delivery"), params.get("MessageSid", ""))
+        delivery = delivery_for_callback(
+            channel=Channel.SMS,
+            delivery_id=request.query_params.get("delivery", ""),
+            provider_message_id=params.get("MessageSid", ""),
+        )
         if delivery is not None and new_status:
             error_code = params.get("ErrorCode") or ""
             delivery_track(
@@ -210,19 +218,26 @@ class TwilioStatusCallbackView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def _callback_delivery(delivery_id, message_sid: str):
-    if delivery_id:
-        delivery = (
-            Delivery.objects.filter(pk=delivery_id, channel=Channel.SMS).first() if _is_uuid(delivery_id) else None
-        )
-        if delivery is not None and (not delivery.provider_message_id or delivery.provider_message_id == message_sid):
-            return delivery
-    return delivery_by_provider_message(channel=Channel.SMS, provider_message_id=message_sid)
+def _esp_webhook_guard(view):
+    """django-anymail's webhook views, with Beacon's rules: refused (403, no change) until
+    ANYMAIL_WEBHOOK_SECRET is set, and a bad secret or ESP signature is a 403 too."""
+
+    @functools.wraps(view)
+    def guarded(request, *args, **kwargs):
+        if not settings.ANYMAIL.get("WEBHOOK_SECRET"):
+            return JsonResponse(
+                {"message": "ESP webhooks are disabled until ANYMAIL_WEBHOOK_SECRET is set.", "errors": {}}, status=403
+            )
+        try:
+            return view(request, *args, **kwargs)
+        except AnymailWebhookValidationFailure:
+            return JsonResponse({"message": "Invalid webhook credentials or signature.", "errors": {}}, status=403)
+
+    return guarded
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+def esp_webhook_urlpatterns() -> list[URLPattern]:
+    return [
+        URLPattern(pattern.pattern, _esp_webhook_guard(pattern.callback), pattern.default_args, pattern.name)
+        for pattern in anymail.urls.urlpatterns
+    ]

@@ -7,15 +7,21 @@ from django.dispatch import receiver
 from providers.email import ANYMAIL_EVENT_MAP
 from templates.models import Channel
 
-from .selectors import delivery_by_provider_message
+from .selectors import delivery_for_callback
 from .services import delivery_track
 
 
 @receiver(tracking, dispatch_uid="beacon-anymail-tracking")
 def esp_tracking_event(sender, event, esp_name, **kwargs):
     status = ANYMAIL_EVENT_MAP.get(event.event_type)
-    delivery = delivery_by_provider_message(channel=Channel.EMAIL, provider_message_id=event.message_id or "")
-    if status is None or delivery is None:
+    if status is None:
+        return
+    delivery = delivery_for_callback(
+        channel=Channel.EMAIL,
+        delivery_id=(event.metadata or {}).get("beacon_delivery", ""),
+        provider_message_id=event.message_id or "",
+    )
+    if delivery is None:
         return
     # Most ESPs (SendGrid among them) put the bounce reason in mta_response, not description.
     detail = event.description or event.mta_response or event.reject_reason or ""

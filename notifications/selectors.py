@@ -1,3 +1,5 @@
+import uuid
+
 from django.db.models import Prefetch, Q, QuerySet
 
 from .models import Delivery, DeliveryAttempt, DeliveryEvent, DeliveryStatus
@@ -33,3 +35,17 @@ def delivery_by_provider_message(*, channel: str, provider_message_id: str) -> D
         .order_by("-created_at")
         .first()
     )
+
+
+def delivery_for_callback(*, channel: str, delivery_id: str, provider_message_id: str) -> Delivery | None:
+    """The delivery a provider callback is about: by the delivery id Beacon gave the
+    provider (so a callback that beats the dispatch write still lands), checked against
+    the provider's message id once that is known; else by the message id alone."""
+    if delivery_id:
+        try:
+            delivery = Delivery.objects.filter(pk=uuid.UUID(str(delivery_id)), channel=channel).first()
+        except ValueError:
+            delivery = None
+        if delivery is not None and delivery.provider_message_id in ("", provider_message_id):
+            return delivery
+    return delivery_by_provider_message(channel=channel, provider_message_id=provider_message_id)

@@ -251,7 +251,7 @@ def notification_accept(
                         response_body=body,
                     )
             if not scheduled:
-                enqueue_dispatch([d.pk for d in deliveries])
+                enqueue_dispatch([(d.pk, 0) for d in deliveries])
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -292,36 +292,45 @@ def retry_delay(*, attempt: int, retry_after: float | None) -> float:
     return delay
 
 
-def delivery_dispatch(*, delivery_id) -> str:
+def delivery_dispatch(*, delivery_id, attempts_before: int | None = None) -> str:
     """Claim a queued delivery, send it outside any transaction, record the attempt.
 
-    Returns what happened: "not-claimed" when another worker (or an earlier run of the
-    same task) has it, else the delivery's new status.
+    `attempts_before` is the attempt count the task was enqueued for: a stale duplicate
+    message (say, a lost one the sweep re-enqueued) finds the count moved on and does
+    nothing, so it can neither send twice nor jump a retry's backoff. Returns
+    "not-claimed" when another worker (or an earlier run of the same task) has it, else
+    the delivery's new status.
     """
     now = timezone.now()
-    claimed = Delivery.objects.filter(pk=delivery_id, status=DeliveryStatus.QUEUED).update(
-        status=DeliveryStatus.SENDING, claimed_at=now, attempt_count=F("attempt_count") + 1, updated_at=now
-    )
-    if claimed != 1:
-        return "not-claimed"
-    delivery = Delivery.objects.get(pk=delivery_id)
     try:
-        provider = provider_for_channel(delivery.channel)
-        provider_kind = provider.kind
+        provider = provider_for_channel(Delivery.objects.values_list("channel", flat=True).get(pk=delivery_id))
+        provider_kind, config_error = provider.kind, None
+    except Delivery.DoesNotExist:
+        return "not-claimed"
     except ProviderConfigurationError as exc:
-        provider, provider_kind = None, ""
-        config_error = exc
+        provider, provider_kind, config_error = None, "", exc
+    # The claim, the attempt and its event commit together: a delivery in "sending"
+    # always has the attempt that may have reached the provider.
     with transaction.atomic():
+        claimable = Delivery.objects.filter(pk=delivery_id, status=DeliveryStatus.QUEUED)
+        if attempts_before is not None:
+            claimable = claimable.filter(attempt_count=attempts_before)
+        claimed = claimable.update(
+            status=DeliveryStatus.SENDING, claimed_at=now, attempt_count=F("attempt_count") + 1, updated_at=now
+        )
+        if claimed != 1:
+            return "not-claimed"
+        delivery = Delivery.objects.get(pk=delivery_id)
         attempt = DeliveryAttempt.objects.create(
             delivery=delivery, number=delivery.attempt_count, provider=provider_kind, started_at=now
         )
-        DeliveryEvent.objects.create(
-            delivery=delivery,
-            from_status=DeliveryStatus.QUEUED,
-            status=DeliveryStatus.SENDING,
-            source="dispatch",
+        _event(
+            delivery,
+            DeliveryStatus.QUEUED,
+            DeliveryStatus.SENDING,
+            "dispatch",
+            now,
             detail=f"attempt {attempt.number} via {provider_kind or '-'}",
-            occurred_at=now,
         )
     if provider is None:
         return _record_failure(delivery, attempt, config_error, duration_ms=0)
@@ -333,6 +342,7 @@ def delivery_dispatch(*, delivery_id) -> str:
         html_body=delivery.html_body,
         reference=str(delivery.pk),
         status_callback_url=status_callback_url(delivery),
+        metadata={"beacon_delivery": str(delivery.pk)},
     )
     started = time.monotonic()
     try:
@@ -357,12 +367,10 @@ def delivery_dispatch(*, delivery_id) -> str:
             "provider": provider_kind,
             "provider_message_id": result.provider_message_id,
             "cost": result.cost,
-            "error_code": "",
-            "error_message": "",
             "updated_at": finished,
         }
         moved = Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
-            status=result.status, sent_at=finished, next_attempt_at=None, **common
+            status=result.status, sent_at=finished, next_attempt_at=None, error_code="", error_message="", **common
         )
         if moved:
             _event(
@@ -374,7 +382,7 @@ def delivery_dispatch(*, delivery_id) -> str:
                 detail=f"accepted by {provider_kind}",
             )
             return result.status
-        # A provider callback overtook us; keep its status, just record what we learned.
+        # A provider callback overtook us; keep its status and error, add what we learned.
         Delivery.objects.filter(pk=delivery.pk).update(**common)
         Delivery.objects.filter(pk=delivery.pk, sent_at__isnull=True).update(sent_at=finished)
     return Delivery.objects.values_list("status", flat=True).get(pk=delivery.pk)
@@ -411,7 +419,7 @@ def _record_failure(delivery: Delivery, attempt: DeliveryAttempt, error: Provide
                     finished,
                     detail=f"retry in {delay:.1f}s: {error.message}"[:500],
                 )
-                enqueue_dispatch([delivery.pk], countdown=delay)
+                enqueue_dispatch([(delivery.pk, delivery.attempt_count)], countdown=delay)
                 return DeliveryStatus.QUEUED
             return "not-claimed"
         moved = Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SENDING).update(
@@ -483,6 +491,11 @@ def delivery_track(
 @transaction.atomic
 def delivery_resend(*, delivery: Delivery, source: str = "api") -> Delivery:
     """Send a failed delivery again as a new delivery; the failed one keeps its history."""
+    # Lock the original so two concurrent resends of it queue one copy.
+    delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
+    pending = delivery.resends.exclude(status__in=RESENDABLE_STATUSES).first()
+    if pending is not None:
+        raise InvalidTransition(f"This delivery was already resent as {pending.pk} ({pending.status}).")
     if delivery.status not in RESENDABLE_STATUSES:
         raise InvalidTransition(
             f"Only a delivery that is {', '.join(sorted(RESENDABLE_STATUSES))} can be resent; this one is {delivery.status}."
@@ -498,7 +511,7 @@ def delivery_resend(*, delivery: Delivery, source: str = "api") -> Delivery:
         next_attempt_at=now,
     )
     _event(copy, "", DeliveryStatus.QUEUED, source, now, detail=f"resend of {delivery.pk}")
-    enqueue_dispatch([copy.pk])
+    enqueue_dispatch([(copy.pk, 0)])
     return copy
 
 
@@ -533,10 +546,10 @@ def deliveries_sweep(*, now: datetime | None = None) -> dict[str, int]:
             Delivery.objects.select_for_update(skip_locked=True)
             .filter(status=DeliveryStatus.SCHEDULED, next_attempt_at__lte=now)
             .order_by("next_attempt_at")
-            .values_list("pk", flat=True)[:batch]
+            .values_list("pk", "attempt_count")[:batch]
         )
         if due:
-            Delivery.objects.filter(pk__in=due).update(
+            Delivery.objects.filter(pk__in=[pk for pk, _ in due]).update(
                 status=DeliveryStatus.QUEUED, next_attempt_at=now, updated_at=now
             )
             DeliveryEvent.objects.bulk_create(
@@ -549,7 +562,7 @@ def deliveries_sweep(*, now: datetime | None = None) -> dict[str, int]:
                         detail="due",
                         occurred_at=now,
                     )
-                    for pk in due
+                    for pk, _ in due
                 ]
             )
             enqueue_dispatch(due)
@@ -560,10 +573,10 @@ def deliveries_sweep(*, now: datetime | None = None) -> dict[str, int]:
         stuck = list(
             Delivery.objects.select_for_update(skip_locked=True)
             .filter(status=DeliveryStatus.QUEUED, next_attempt_at__lte=now - grace)
-            .values_list("pk", flat=True)[:batch]
+            .values_list("pk", "attempt_count")[:batch]
         )
         if stuck:
-            Delivery.objects.filter(pk__in=stuck).update(next_attempt_at=now, updated_at=now)
+            Delivery.objects.filter(pk__in=[pk for pk, _ in stuck]).update(next_attempt_at=now, updated_at=now)
             enqueue_dispatch(stuck)
             counts["requeued"] = len(stuck)
 

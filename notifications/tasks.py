@@ -6,8 +6,8 @@ from . import services
 
 
 @shared_task(name="notifications.tasks.delivery_dispatch", acks_late=True, reject_on_worker_lost=True)
-def delivery_dispatch(delivery_id: str) -> str:
-    return services.delivery_dispatch(delivery_id=delivery_id)
+def delivery_dispatch(delivery_id: str, attempts_before: int | None = None) -> str:
+    return services.delivery_dispatch(delivery_id=delivery_id, attempts_before=attempts_before)
 
 
 @shared_task(name="notifications.tasks.deliveries_sweep")

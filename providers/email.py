@@ -76,6 +76,8 @@ class DjangoEmailProvider(Provider):
         email.extra_headers["Message-ID"] = message_id
         if message.reference:
             email.extra_headers["X-Beacon-Delivery"] = message.reference
+        # django-anymail sends this to the ESP, which echoes it in tracking events.
+        email.metadata = {k: v for k, v in message.metadata.items() if k != "from_email"}
         connection = self._get_connection()
         try:
             sent = connection.send_messages([email])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from jinja2 import TemplateSyntaxError, meta, nodes
+from jinja2.compiler import CodeGenerator
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -34,8 +35,13 @@ class RenderError(Exception):
 
 
 MAX_RANGE = 10_000
-# A width or precision of six digits or more in a format string ('%0999999999d', '{:>999999}').
-HUGE_FORMAT_FIELD = re.compile(r"\d{6,}")
+# The most one value built inside a template (a string, a joined list) may hold, and the
+# most one render may output.
+MAX_VALUE_CHARS = 1_000_000
+MAX_OUTPUT_CHARS = 2_000_000
+# Format strings that size their output from data: a width or precision of six digits or
+# more ('%0999999999d', '{:>999999}'), a '*' width ('%*d'), or a nested field ('{:>{1}}').
+HUGE_FORMAT_FIELD = re.compile(r"\d{6,}|%[-#0 +]*\*|%[-#0 +]*\d*\.\*|\{[^{}]*\{")
 # Filters whose numeric arguments size their output.
 SIZED_FILTERS = ("center", "indent", "wordwrap", "truncate", "filesizeformat", "round")
 
@@ -76,6 +82,42 @@ def _bounded_replace(func):
     return guarded
 
 
+def _bounded_join(func):
+    @functools.wraps(func)
+    def guarded(*args, **kwargs):
+        items = next((value for value in args if isinstance(value, (list, tuple))), None)
+        if items is not None and _size(items) > MAX_VALUE_CHARS:
+            raise SecurityError("join: result too large")
+        return func(*args, **kwargs)
+
+    return guarded
+
+
+def _size(value) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return sum(_size(item) for item in value) + len(value)
+    return 1
+
+
+class _BoundedCodeGenerator(CodeGenerator):
+    """Compiles `a ~ b` through the environment, so string concatenation is bounded too."""
+
+    def visit_Concat(self, node, frame):
+        if frame.eval_ctx.volatile:
+            join = "(markup_join if context.eval_ctx.volatile else str_join)"
+        elif frame.eval_ctx.autoescape:
+            join = "markup_join"
+        else:
+            join = "str_join"
+        self.write(f"environment.bounded_concat({join}, (")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
 def _bounded_format(func):
     @functools.wraps(func)
     def guarded(value, *args, **kwargs):
@@ -89,7 +131,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     """Jinja2's immutable sandbox, with the size of what one expression can build bounded:
     no operator, filter, format or range can allocate gigabytes or loop for minutes."""
 
-    intercepted_binops = frozenset(["*", "**", "%"])
+    intercepted_binops = frozenset(["*", "**", "%", "+"])
+    code_generator_class = _BoundedCodeGenerator
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -100,6 +143,23 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             self.filters[name] = _bounded_arguments(name, self.filters[name])
         self.filters["replace"] = _bounded_replace(self.filters["replace"])
         self.filters["format"] = _bounded_format(self.filters["format"])
+        self.filters["join"] = _bounded_join(self.filters["join"])
+
+    def bounded_concat(self, join, items):
+        if sum(len(str(item)) for item in items) > MAX_VALUE_CHARS:
+            raise SecurityError("~: result too large")
+        return join(items)
+
+    def concat(self, pieces) -> str:
+        """Join a render's output, refusing it once it passes MAX_OUTPUT_CHARS (the pieces
+        are produced lazily, so the refusal comes before the memory is spent)."""
+        output, total = [], 0
+        for piece in pieces:
+            total += len(piece)
+            if total > MAX_OUTPUT_CHARS:
+                raise SecurityError(f"output larger than {MAX_OUTPUT_CHARS} characters")
+            output.append(piece)
+        return "".join(output)
 
     def wrap_str_format(self, value):
         wrapped = super().wrap_str_format(value)
@@ -109,6 +169,10 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return wrapped
 
     def call_binop(self, context, op, left, right):
+        if op == "+":
+            if isinstance(left, (str, list, tuple)) and _size(left) + _size(right) > MAX_VALUE_CHARS:
+                raise SecurityError("result of + too large")
+            return operator.add(left, right)
         if op == "%":
             _refuse_huge_format(left)
             return operator.mod(left, right)
@@ -135,7 +199,7 @@ def _is_int(value) -> bool:
 def _repeat_size(left, right) -> int | None:
     for seq, count in ((left, right), (right, left)):
         if isinstance(seq, (str, list, tuple)) and isinstance(count, int):
-            return len(seq) * count
+            return _size(seq) * count
     return None
 
 
@@ -186,6 +250,10 @@ def render_string(source: str, values: dict, *, html: bool = False) -> str:
         raise RenderError({"template": [f"cannot render: {exc}"]}) from None
     except (ArithmeticError, TypeError, ValueError, LookupError) as exc:
         raise RenderError({"template": [f"cannot render: {exc.__class__.__name__}: {exc}"]}) from None
+    except RecursionError:
+        raise RenderError({"template": ["cannot render: recursion too deep"]}) from None
+    except MemoryError:
+        raise RenderError({"template": ["cannot render: out of memory"]}) from None
 
 
 def fill_placeholders(

@@ -206,8 +206,44 @@ def test_wrong_basic_auth_is_refused_and_changes_nothing(sendgrid_email, anon_ap
         [sendgrid_event("delivered", anymail_id=sendgrid_email.provider_message_id)],
         credentials=credentials,
     )
-    assert response.status_code == 400
+    assert response.status_code == 403
+    assert response.json() == {"message": "Invalid webhook credentials or signature.", "errors": {}}
     sendgrid_email.refresh_from_db()
     assert sendgrid_email.status == "sent"
     assert sendgrid_email.delivered_at is None
     assert DeliveryEvent.objects.count() == events_before
+
+
+def test_without_a_webhook_secret_esp_events_are_refused(alice, anon_api):
+    # given: an email delivery and no ANYMAIL_WEBHOOK_SECRET configured
+    delivery = make_delivery(alice, channel="email", provider_message_id="msg-1")
+    # when: someone posts a bounce for it, with or without credentials
+    with override_settings(ANYMAIL={}):
+        open_door = post_events(anon_api, [sendgrid_event("bounce", anymail_id="msg-1")], credentials=None)
+        guessed = post_events(anon_api, [sendgrid_event("bounce", anymail_id="msg-1")])
+    # then
+    assert (open_door.status_code, guessed.status_code) == (403, 403)
+    assert "ANYMAIL_WEBHOOK_SECRET" in open_door.json()["message"]
+    delivery.refresh_from_db()
+    assert delivery.status == "sent"
+    assert not DeliveryEvent.objects.filter(delivery=delivery).exists()
+
+
+def test_an_event_is_matched_by_the_delivery_id_sent_as_metadata(alice, anon_api, secured):
+    # given: the ESP's event arrives before the dispatch wrote the provider message id
+    delivery = make_delivery(alice, channel="email", status="sending")
+    # when
+    response = post_events(
+        anon_api, [sendgrid_event("delivered", anymail_id="esp-id-1", beacon_delivery=str(delivery.pk))]
+    )
+    # then
+    assert response.status_code == 200
+    delivery.refresh_from_db()
+    assert delivery.status == "delivered"
+
+
+def test_metadata_naming_a_delivery_with_another_message_id_is_not_trusted(alice, anon_api, secured):
+    delivery = make_delivery(alice, channel="email", provider_message_id="real-id")
+    post_events(anon_api, [sendgrid_event("bounce", anymail_id="other-id", beacon_delivery=str(delivery.pk))])
+    delivery.refresh_from_db()
+    assert delivery.status == "sent"

@@ -155,6 +155,27 @@ def test_sandbox_escapes_are_refused_at_save_or_render_inert(source, saved, rend
             "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
             "unsafe template expression refused: range larger than 10000",
         ),
+        ("{{ '%*d' % (999999999, 1) }}", "unsafe template expression refused: format width too large"),
+        ("{{ '%.*f' % (999999999, 1.0) }}", "unsafe template expression refused: format width too large"),
+        ("{{ '{0:>{1}}'.format('a', 999999999) }}", "unsafe template expression refused: format width too large"),
+        ("{{ (['x' * 100000] * 100000)|join }}", "unsafe template expression refused: result of * too large"),
+        (
+            "{% set b = 'x' * 100000 %}{{ [b, b, b, b, b, b, b, b, b, b, b]|join }}",
+            "unsafe template expression refused: join: result too large",
+        ),
+        (
+            "{% set x = 'x' * 100000 %}{% set x = x ~ x %}{% set x = x ~ x %}{% set x = x ~ x %}{% set x = x ~ x %}",
+            "unsafe template expression refused: ~: result too large",
+        ),
+        (
+            "{% set ns = namespace(x='ab') %}{% for i in range(40) %}{% set ns.x = ns.x + ns.x %}{% endfor %}",
+            "unsafe template expression refused: result of + too large",
+        ),
+        (
+            "{% set big = 'x' * 100000 %}{% for i in range(10000) %}{{ big }}{% endfor %}",
+            "unsafe template expression refused: output larger than 2000000 characters",
+        ),
+        ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(1) }}", "cannot render: recursion too deep"),
     ],
 )
 def test_operators_that_build_huge_values_are_refused_quickly(source, message):
@@ -179,9 +200,14 @@ def test_small_arithmetic_and_repetition_still_work():
 def test_ordinary_formatting_filters_and_ranges_still_work():
     source = (
         "{{ '%5d' % 3 }}|{{ 'ab'|center(6) }}|{{ '{:>4}'.format(1) }}|{{ range(3)|list }}|"
-        "{{ 'a-b'|replace('-', '+') }}|{{ '%s!'|format('hi') }}|{{ 10 % 3 }}|{{ 'abcdef'|truncate(5, True, '', 0) }}"
+        "{{ 'a-b'|replace('-', '+') }}|{{ '%s!'|format('hi') }}|{{ 10 % 3 }}|{{ 'abcdef'|truncate(5, True, '', 0) }}|"
+        "{{ 'a' ~ 1 }}|{{ [1, 2]|join(',') }}|{{ 'x' + 'y' }}|{{ 1 + 2 }}|{{ '{}-{}'.format(1, 2) }}"
     )
-    assert render_string(source, {}) == "    3|  ab  |   1|[0, 1, 2]|a+b|hi!|1|abcde"
+    assert render_string(source, {}) == "    3|  ab  |   1|[0, 1, 2]|a+b|hi!|1|abcde|a1|1,2|xy|3|1-2"
+
+
+def test_concatenation_in_html_still_escapes_the_context():
+    assert render_string("{{ a ~ b }}", {"a": "<i>", "b": "&"}, html=True) == "&lt;i&gt;&amp;"
 
 
 def test_immutable_sandbox_refuses_mutating_the_context():
