@@ -21,7 +21,15 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 
 def env_str(name: str, default: str = "") -> str:
-    return os.environ.get(name, default)
+    """The variable's value; unset and empty are the same (compose passes `${X:-}`)."""
+    return os.environ.get(name) or default
+
+
+def env_choice(name: str, default: str, choices: set[str]) -> str:
+    value = env_str(name, default)
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(sorted(choices))}; got {value!r}")
+    return value
 
 
 def env_bool(name: str, default: bool = False) -> bool:
@@ -271,8 +279,12 @@ TWILIO_AUTH_TOKEN = env_str("TWILIO_AUTH_TOKEN")
 TWILIO_FROM_NUMBER = env_str("TWILIO_FROM_NUMBER")
 TWILIO_MESSAGING_SERVICE_SID = env_str("TWILIO_MESSAGING_SERVICE_SID")
 TWILIO_API_BASE_URL = env_url("TWILIO_API_BASE_URL")
-BEACON_EMAIL_PROVIDER = env_str("BEACON_EMAIL_PROVIDER", "django")
-BEACON_SMS_PROVIDER = env_str("BEACON_SMS_PROVIDER", "twilio" if TWILIO_ACCOUNT_SID else "console")
+# The provider kinds each channel offers (a test holds this to providers/registry.py).
+PROVIDER_CHOICES = {"email": {"django", "console"}, "sms": {"twilio", "console"}}
+BEACON_EMAIL_PROVIDER = env_choice("BEACON_EMAIL_PROVIDER", "django", PROVIDER_CHOICES["email"])
+BEACON_SMS_PROVIDER = env_choice(
+    "BEACON_SMS_PROVIDER", "twilio" if TWILIO_ACCOUNT_SID else "console", PROVIDER_CHOICES["sms"]
+)
 
 EMAIL_HOST = env_str("EMAIL_HOST")
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
@@ -280,6 +292,8 @@ EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive: set one")
 EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", PROVIDER_TIMEOUT_SECONDS, minimum=0.1)
 EMAIL_BACKEND = env_str(
     "EMAIL_BACKEND",
@@ -289,9 +303,27 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Beacon <notifications@localh
 if not EMAIL_HOST:
     EMAIL_HOST = "localhost"
 
+
 # django-anymail: every ANYMAIL_<NAME> variable becomes ANYMAIL["<NAME>"], e.g.
-# ANYMAIL_SENDGRID_API_KEY, ANYMAIL_SENDGRID_API_URL, ANYMAIL_WEBHOOK_SECRET.
-ANYMAIL = {key.removeprefix("ANYMAIL_"): value for key, value in os.environ.items() if key.startswith("ANYMAIL_")}
+# ANYMAIL_SENDGRID_API_KEY, ANYMAIL_SENDGRID_API_URL, ANYMAIL_WEBHOOK_SECRET. Values that
+# spell a boolean or a number become one (anymail wants IGNORE_* as bools, timeouts as numbers).
+def _anymail_value(name: str, raw: str):
+    lowered = raw.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if name.endswith("TIMEOUT"):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ImproperlyConfigured(f"ANYMAIL_{name} must be a number of seconds, got {raw!r}") from None
+    return raw
+
+
+ANYMAIL = {
+    key.removeprefix("ANYMAIL_"): _anymail_value(key.removeprefix("ANYMAIL_"), value)
+    for key, value in os.environ.items()
+    if key.startswith("ANYMAIL_") and value
+}
 
 LOGGING = {
     "version": 1,

@@ -12,3 +12,6 @@ urlpatterns = [
     # django-anymail's ESP tracking webhooks: /anymail/<esp>/tracking/
     path("anymail/", include((esp_webhook_urlpatterns(), "anymail"))),
 ]
+
+handler404 = "accounts.errors.not_found"
+handler500 = "accounts.errors.server_error"

@@ -1,5 +1,7 @@
 from django.contrib import admin, messages
 
+from templates.admin import ImmutableAdmin
+
 from .models import Delivery, DeliveryAttempt, DeliveryEvent, IdempotencyKey, Notification, Recipient
 from .services import InvalidTransition, delivery_cancel, delivery_resend
 
@@ -72,6 +74,10 @@ class DeliveryAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # Deliveries are the audit trail; cancel or resend instead.
+        return False
+
     @admin.action(description="Resend selected failed deliveries")
     def resend(self, request, queryset):
         _apply(self, request, queryset, delivery_resend, "Resent")
@@ -116,29 +122,19 @@ class RecipientAdmin(admin.ModelAdmin):
 
 
 @admin.register(DeliveryAttempt)
-class DeliveryAttemptAdmin(admin.ModelAdmin):
+class DeliveryAttemptAdmin(ImmutableAdmin):
     list_display = ("delivery", "number", "provider", "outcome", "response_code", "duration_ms", "started_at")
     list_filter = ("outcome", "provider")
     search_fields = ("=delivery__id", "provider_message_id", "error")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
+    list_select_related = ("delivery",)
 
 
 @admin.register(DeliveryEvent)
-class DeliveryEventAdmin(admin.ModelAdmin):
+class DeliveryEventAdmin(ImmutableAdmin):
     list_display = ("delivery", "from_status", "status", "source", "occurred_at")
     list_filter = ("status", "source")
     search_fields = ("=delivery__id", "detail")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
+    list_select_related = ("delivery",)
 
 
 @admin.register(IdempotencyKey)

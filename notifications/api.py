@@ -18,6 +18,7 @@ from providers.base import WebhookSignatureInvalid
 from providers.registry import providers_configuration
 from providers.twilio_sms import STATUS_MAP as TWILIO_STATUS_MAP
 from providers.twilio_sms import verify_signature
+from templates.api import UUID_PATTERN
 from templates.models import Channel
 from templates.selectors import template_get
 
@@ -40,8 +41,6 @@ from .services import (
     delivery_track,
     notification_accept,
 )
-
-UUID_PATTERN = "[0-9a-fA-F-]{36}"
 
 
 def accepted_body(notification, deliveries) -> dict:

@@ -4,6 +4,7 @@ from email.utils import make_msgid
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
+from django.utils.module_loading import import_string
 
 from .base import (
     OutboundMessage,
@@ -55,10 +56,11 @@ class DjangoEmailProvider(Provider):
 
     def _get_connection(self):
         if self._connection is None:
-            connection = get_connection(fail_silently=False)
-            if isinstance(connection, SmtpBackend):
-                connection.timeout = self.timeout
-                return connection
+            if issubclass(import_string(settings.EMAIL_BACKEND), SmtpBackend):
+                return get_connection(fail_silently=False, timeout=self.timeout)
+            # anymail's HTTP backends otherwise wait 30 s: keep every provider on one timeout.
+            options = {} if "REQUESTS_TIMEOUT" in settings.ANYMAIL else {"requests_timeout": self.timeout}
+            connection = get_connection(fail_silently=False, **options)
             connection.open()
             self._connection = connection
         return self._connection

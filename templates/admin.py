@@ -71,7 +71,7 @@ class TemplateAdminForm(forms.ModelForm):
 
 
 class ImmutableAdmin(admin.ModelAdmin):
-    """Shown, never added, edited or deleted: versions are written by the services only."""
+    """Shown, never added, edited or deleted: such rows are written by the services only."""
 
     def has_add_permission(self, request):
         return False
@@ -172,6 +172,7 @@ class TemplateContentInline(admin.StackedInline):
 @admin.register(TemplateVersion)
 class TemplateVersionAdmin(ImmutableAdmin):
     list_display = ("template", "number", "note", "created_by", "created_at")
+    list_select_related = ("template", "created_by")
     list_filter = ("template__template_type",)
     search_fields = ("template__key", "note")
     readonly_fields = (
@@ -190,6 +191,7 @@ class TemplateVersionAdmin(ImmutableAdmin):
 @admin.register(TemplateContent)
 class TemplateContentAdmin(ImmutableAdmin):
     list_display = ("version", "channel", "locale", "subject")
+    list_select_related = ("version__template",)
     list_filter = ("channel", "locale")
     search_fields = ("version__template__key", "subject", "body")
     readonly_fields = ("version", "channel", "locale", "subject", "body", "html_body")

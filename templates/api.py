@@ -18,12 +18,14 @@ from .serializers import (
 )
 from .services import template_archive, template_create, template_render, template_restore, template_update
 
+UUID_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
 
 class TemplateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Message templates: the account's own and the read-only system defaults."""
 
     serializer_class = TemplateSerializer
-    lookup_value_regex = "[0-9a-fA-F-]{36}"
+    lookup_value_regex = UUID_PATTERN
     filterset_fields = ["key", "template_type", "category", "is_active"]
 
     def get_queryset(self):

@@ -13,6 +13,7 @@ from .models import Channel, Template, TemplateContent, TemplateVersion
 from .rendering import SMS_MAX_CHARS, RenderError, check_syntax, fill_placeholders, render_string, sms_info
 
 CONTENT_FIELDS = ("subject", "body", "html_body")
+SUBJECT_MAX_CHARS = 500  # Delivery.subject's column
 VERSIONED_FIELDS = ("required_placeholders", "defaults", "sample_context", "contents")
 META_FIELDS = ("key", "name", "template_type", "category", "description", "is_active")
 
@@ -292,8 +293,13 @@ def check_rendered(rendered: RenderedMessage) -> None:
             )
         info = sms_info(rendered.body)
         rendered.encoding, rendered.segments = info.encoding, info.segments
-    elif rendered.channel == Channel.EMAIL and not rendered.subject:
-        raise RenderError({"subject": ["An email needs a subject."]})
+    elif rendered.channel == Channel.EMAIL:
+        if not rendered.subject:
+            raise RenderError({"subject": ["An email needs a subject."]})
+        if len(rendered.subject) > SUBJECT_MAX_CHARS:
+            raise RenderError({"subject": [f"The subject is longer than {SUBJECT_MAX_CHARS} characters."]})
+        if "\r" in rendered.subject or "\n" in rendered.subject:
+            raise RenderError({"subject": ["The subject may not contain line breaks."]})
 
 
 @transaction.atomic

@@ -1,5 +1,7 @@
 """Every API error leaves as JSON {"message", "errors"}."""
 
+import json
+
 import pytest
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -75,3 +77,26 @@ def test_method_not_allowed_is_json(alice_api):
     assert response.status_code == 405
     assert response.json() == {"message": 'Method "GET" not allowed.', "errors": {}}
     assert response.headers["Allow"] == "POST, OPTIONS"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/notifications/nowhere/",
+        "/api/v1/notifications/logs/------------------------------------/",
+        "/api/v1/notifications/templates/not-a-uuid/",
+    ],
+)
+def test_unknown_api_paths_are_json_404(alice_api, path):
+    response = alice_api.get(path)
+    assert response.status_code == 404
+    assert response.json() == {"message": "Not found.", "errors": {}}
+
+
+def test_an_api_server_error_is_json(rf):
+    from accounts.errors import server_error
+
+    response = server_error(rf.get("/api/v1/notifications/logs/"))
+    assert response.status_code == 500
+    assert json.loads(response.content) == {"message": "Internal server error.", "errors": {}}

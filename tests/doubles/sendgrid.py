@@ -7,6 +7,7 @@ header, 401 for a wrong API key, or a scripted answer (status, headers, JSON bod
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -22,6 +23,11 @@ class SendGridDouble(HttpDouble):
     def __init__(self, *, api_key: str = SENDGRID_API_KEY):
         super().__init__()
         self.api_key = api_key  # self.requests: {"path", "authorization", "json"} of each accepted call
+        self.delay = 0.0
+
+    def reset(self) -> None:
+        super().reset()
+        self.delay = 0.0
 
     @property
     def api_url(self) -> str:
@@ -36,6 +42,8 @@ class SendGridDouble(HttpDouble):
         with self.lock:
             self.requests.append({"path": path, "authorization": authorization, "json": json.loads(body or b"{}")})
             scripted = self.next_scripted()
+        if self.delay:
+            time.sleep(self.delay)
         if scripted is not None:
             return scripted
         return 202, {"X-Message-Id": uuid.uuid4().hex[:22]}, None

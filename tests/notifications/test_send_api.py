@@ -315,3 +315,39 @@ def test_scheduled_for_in_the_past_sends_now(alice, alice_api, twilio, django_ca
     assert response.json()["scheduled_for"] is None
     assert Delivery.objects.get().status == "sent"
     assert twilio.sent_count() == 1
+
+
+@pytest.mark.parametrize(
+    ("subject", "error"),
+    [
+        ("x" * 501, "subject: Ensure this field has no more than 500 characters."),
+        ("Hello\r\nBcc: victim@example.com", "subject: email: The subject may not contain line breaks."),
+    ],
+    ids=["too long", "header injection"],
+)
+def test_an_unsendable_subject_is_400_and_nothing_is_written(alice_api, smtp, subject, error):
+    body = {"channel": "email", "recipient": {"email": "ana@example.com"}, "subject": subject, "message": "Hi"}
+    response = alice_api.post(SEND_URL, body, format="json")
+    assert response.status_code == 400
+    assert response.json()["message"] == f"Invalid input: {error}"
+    assert Notification.objects.count() == 0
+    assert smtp.messages == []
+
+
+def test_a_template_subject_that_renders_too_long_is_400(alice, alice_api, smtp):
+    make_template(
+        alice,
+        key="long",
+        required_placeholders=[],
+        contents=[{"channel": "email", "subject": "{{ title }}", "body": "Hi"}],
+    )
+    body = {
+        "channel": "email",
+        "recipient": {"email": "ana@example.com"},
+        "template": "long",
+        "context": {"title": "t" * 600},
+    }
+    response = alice_api.post(SEND_URL, body, format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"subject": ["email: The subject is longer than 500 characters."]}
+    assert Notification.objects.count() == 0

@@ -1,5 +1,7 @@
 """Email through django-anymail's SendGrid backend, against a local double of SendGrid's v3 API."""
 
+import time
+
 import pytest
 from django.test import override_settings
 
@@ -118,3 +120,17 @@ def test_an_unreachable_esp_is_retryable(sendgrid):
     assert caught.value.retryable is True
     assert caught.value.status_code is None
     assert caught.value.message == "The ESP could not be reached."
+
+
+def test_a_slow_esp_times_out_at_the_provider_timeout_and_is_retryable(sendgrid, settings):
+    # given: the ESP answers after 2 s, and Beacon's provider timeout is 0.5 s
+    settings.PROVIDER_TIMEOUT_SECONDS = 0.5
+    reset_providers()
+    sendgrid.delay = 2.0
+    provider = provider_for_channel("email")
+    # when
+    started = time.monotonic()
+    with pytest.raises(ProviderUnavailable):
+        provider.send(OutboundMessage(channel="email", to="ana@example.com", subject="Hi", body="Hello"))
+    # then: anymail's own 30 s default did not apply
+    assert time.monotonic() - started < 1.9
