@@ -302,13 +302,6 @@ def delivery_dispatch(*, delivery_id, attempts_before: int | None = None) -> str
     the delivery's new status.
     """
     now = timezone.now()
-    try:
-        provider = provider_for_channel(Delivery.objects.values_list("channel", flat=True).get(pk=delivery_id))
-        provider_kind, config_error = provider.kind, None
-    except Delivery.DoesNotExist:
-        return "not-claimed"
-    except ProviderConfigurationError as exc:
-        provider, provider_kind, config_error = None, "", exc
     # The claim, the attempt and its event commit together: a delivery in "sending"
     # always has the attempt that may have reached the provider.
     with transaction.atomic():
@@ -321,6 +314,11 @@ def delivery_dispatch(*, delivery_id, attempts_before: int | None = None) -> str
         if claimed != 1:
             return "not-claimed"
         delivery = Delivery.objects.get(pk=delivery_id)
+        try:
+            provider = provider_for_channel(delivery.channel)
+            provider_kind, config_error = provider.kind, None
+        except ProviderConfigurationError as exc:
+            provider, provider_kind, config_error = None, "", exc
         attempt = DeliveryAttempt.objects.create(
             delivery=delivery, number=delivery.attempt_count, provider=provider_kind, started_at=now
         )
