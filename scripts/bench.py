@@ -22,7 +22,6 @@ import multiprocessing
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -110,6 +109,7 @@ def main() -> int:
     from accounts.services import api_token_issue
     from notifications.models import Delivery, DeliveryStatus
     from tests.factories import make_template
+    from tests.worker import Worker
 
     call_command("migrate", verbosity=0)
     with connection.cursor() as cursor:
@@ -142,42 +142,20 @@ def main() -> int:
 
     log_path = ROOT / "var" / "bench-worker.log"
     log_path.parent.mkdir(exist_ok=True)
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--loglevel",
-            "WARNING",
-            "--concurrency",
-            str(args.concurrency),
-            "-Q",
-            os.environ["BEACON_QUEUE"],
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        cwd=ROOT,
-        env=os.environ.copy(),
-        stdout=open(log_path, "w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    worker = Worker(
+        os.environ.copy(), os.environ["BEACON_QUEUE"], log_path, concurrency=args.concurrency, loglevel="WARNING"
+    ).start(wait_ready=False)
     try:
         deadline = time.monotonic() + args.timeout
         finished = [DeliveryStatus.SENT, DeliveryStatus.FAILED]
         while time.monotonic() < deadline:
             if Delivery.objects.filter(status__in=finished).count() >= args.n - refused:
                 break
-            if worker.poll() is not None:
-                raise SystemExit(f"worker exited with {worker.returncode}; see {log_path}")
+            if worker.exited() is not None:
+                raise SystemExit(f"worker exited with {worker.exited()}; see {log_path}")
             time.sleep(0.2)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(30)
+        worker.stop()
         double.terminate()
     sent = Delivery.objects.filter(status=DeliveryStatus.SENT).count()
     failed = Delivery.objects.filter(status=DeliveryStatus.FAILED).count()
