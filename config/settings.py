@@ -13,6 +13,8 @@ from urllib.parse import urlparse
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from providers.channels import CHANNELS
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("BEACON_VAR_DIR", BASE_DIR / "var"))
 
@@ -271,6 +273,13 @@ BEACON_SENDING_LEASE_SECONDS = env_int("BEACON_SENDING_LEASE_SECONDS", 600, mini
 BEACON_REQUEUE_GRACE_SECONDS = env_int("BEACON_REQUEUE_GRACE_SECONDS", 120, minimum=1)
 BEACON_SWEEP_BATCH_SIZE = env_int("BEACON_SWEEP_BATCH_SIZE", 500, minimum=1)
 BEACON_MAX_BODY_CHARS = env_int("BEACON_MAX_BODY_CHARS", 100_000, minimum=1)
+# Deliveries one dispatch task claims together, and how many of those it hands to the
+# provider between two writes of their outcomes: a worker killed mid-batch leaves at most
+# that many deliveries whose fate is unknown (held as worker_lost); the rest are resent.
+BEACON_DISPATCH_BATCH_SIZE = env_int("BEACON_DISPATCH_BATCH_SIZE", 100, minimum=1)
+BEACON_DISPATCH_FLUSH_SIZE = env_int("BEACON_DISPATCH_FLUSH_SIZE", 10, minimum=1)
+# Recipients in one POST send/batch/.
+BEACON_BATCH_MAX_RECIPIENTS = env_int("BEACON_BATCH_MAX_RECIPIENTS", 1000, minimum=1)
 PROVIDER_TIMEOUT_SECONDS = env_float("PROVIDER_TIMEOUT_SECONDS", 10.0, minimum=0.1)
 
 # One provider kind per channel; see providers/registry.py for the kinds.
@@ -279,12 +288,11 @@ TWILIO_AUTH_TOKEN = env_str("TWILIO_AUTH_TOKEN")
 TWILIO_FROM_NUMBER = env_str("TWILIO_FROM_NUMBER")
 TWILIO_MESSAGING_SERVICE_SID = env_str("TWILIO_MESSAGING_SERVICE_SID")
 TWILIO_API_BASE_URL = env_url("TWILIO_API_BASE_URL")
-# The provider kinds each channel offers (a test holds this to providers/registry.py).
-PROVIDER_CHOICES = {"email": {"django", "console"}, "sms": {"twilio", "console"}}
-BEACON_EMAIL_PROVIDER = env_choice("BEACON_EMAIL_PROVIDER", "django", PROVIDER_CHOICES["email"])
-BEACON_SMS_PROVIDER = env_choice(
-    "BEACON_SMS_PROVIDER", "twilio" if TWILIO_ACCOUNT_SID else "console", PROVIDER_CHOICES["sms"]
-)
+# One provider kind per channel, from the channel spec: BEACON_<CHANNEL>_PROVIDER for each
+# channel in providers/channels.py (a test holds the kinds to providers/registry.py).
+PROVIDER_CHOICES = {name: set(spec.kinds) for name, spec in CHANNELS.items()}
+for _spec in CHANNELS.values():
+    globals()[_spec.setting] = env_choice(_spec.setting, _spec.default_kind(os.environ), PROVIDER_CHOICES[_spec.name])
 
 EMAIL_HOST = env_str("EMAIL_HOST")
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)

@@ -27,50 +27,53 @@ from .models import Delivery
 from .selectors import delivery_detail, delivery_for_callback, delivery_list
 from .serializers import (
     AcceptedSerializer,
+    BatchAcceptedSerializer,
+    BatchSendSerializer,
     DeliveryBriefSerializer,
     DeliveryDetailSerializer,
     DeliveryLogSerializer,
     SendSerializer,
     TemplateTestSerializer,
     accept_arguments,
+    batch_arguments,
 )
 from .services import (
+    BatchInvalid,
     IdempotencyConflict,
     InvalidTransition,
     delivery_resend,
     delivery_track,
     notification_accept,
+    notifications_accept_batch,
 )
-
-
-def accepted_body(notification, deliveries) -> dict:
-    return AcceptedSerializer(
-        {
-            "id": notification.pk,
-            "status": "scheduled" if notification.scheduled_for else "accepted",
-            "scheduled_for": notification.scheduled_for,
-            "deliveries": deliveries,
-        }
-    ).data
 
 
 def request_fingerprint(data) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def idempotency_key(request) -> str:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if len(key) > 255:
+        raise exceptions.ValidationError({"Idempotency-Key": ["At most 255 characters."]})
+    return key
+
+
+def accepted_response(accepted) -> Response:
+    headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
+    return Response(accepted.body, status=accepted.status_code, headers=headers)
+
+
+IDEMPOTENCY_HEADER = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)
+
+
 class SendView(APIView):
     """Accept a notification for one recipient on one or more channels."""
 
-    @extend_schema(
-        request=SendSerializer,
-        responses={202: AcceptedSerializer},
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
-    )
+    @extend_schema(request=SendSerializer, responses={202: AcceptedSerializer}, parameters=[IDEMPOTENCY_HEADER])
     def post(self, request):
         serializer = SendSerializer(data=request.data, context={"account": request.user})
-        key = request.headers.get("Idempotency-Key", "").strip()
-        if len(key) > 255:
-            raise exceptions.ValidationError({"Idempotency-Key": ["At most 255 characters."]})
+        key = idempotency_key(request)
         serializer.is_valid(raise_exception=True)
         try:
             accepted = notification_accept(
@@ -78,12 +81,36 @@ class SendView(APIView):
                 **accept_arguments(serializer.validated_data),
                 idempotency_key=key,
                 request_hash=request_fingerprint(request.data) if key else "",
-                respond=accepted_body,
             )
         except IdempotencyConflict:
             raise Unprocessable("This Idempotency-Key was used with a different request body.") from None
-        headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
-        return Response(accepted.body, status=accepted.status_code, headers=headers)
+        return accepted_response(accepted)
+
+
+class BatchSendView(APIView):
+    """Accept one message for up to BEACON_BATCH_MAX_RECIPIENTS recipients, each with its own
+    context: validated as a whole (errors keyed by item index, nothing written), answered
+    with the notification ids in request order."""
+
+    @extend_schema(
+        request=BatchSendSerializer, responses={202: BatchAcceptedSerializer}, parameters=[IDEMPOTENCY_HEADER]
+    )
+    def post(self, request):
+        serializer = BatchSendSerializer(data=request.data, context={"account": request.user})
+        key = idempotency_key(request)
+        serializer.is_valid(raise_exception=True)
+        try:
+            accepted = notifications_accept_batch(
+                account=request.user,
+                **batch_arguments(serializer.validated_data),
+                idempotency_key=key,
+                request_hash=request_fingerprint(request.data) if key else "",
+            )
+        except IdempotencyConflict:
+            raise Unprocessable("This Idempotency-Key was used with a different request body.") from None
+        except BatchInvalid as exc:
+            raise exceptions.ValidationError({"recipients": exc.errors}) from None
+        return accepted_response(accepted)
 
 
 class TemplateTestView(APIView):
@@ -106,7 +133,6 @@ class TemplateTestView(APIView):
             category="system",
             is_test=True,
             source="template-test",
-            respond=accepted_body,
         )
         return Response(accepted.body, status=status.HTTP_202_ACCEPTED)
 

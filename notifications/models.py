@@ -131,6 +131,9 @@ class Delivery(models.Model):
     attempt_count = models.PositiveSmallIntegerField(default=0)
     max_attempts = models.PositiveSmallIntegerField(default=1)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When its dispatch task was last published; null while it waits in the database for
+    # the sweep (a scheduled send, a long retry backoff).
+    enqueued_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)

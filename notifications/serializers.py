@@ -3,11 +3,15 @@ import zoneinfo
 from django.conf import settings
 from rest_framework import serializers
 
+from providers.channels import CHANNELS
 from templates.models import Category, Channel
 from templates.selectors import template_resolve
 
 from .models import Delivery, DeliveryAttempt, DeliveryEvent, Priority
-from .services import ADDRESS_FIELD
+from .receipts import AcceptedSerializer, BatchAcceptedSerializer, DeliveryBriefSerializer
+from .services import Item
+
+__all__ = ["AcceptedSerializer", "BatchAcceptedSerializer", "DeliveryBriefSerializer"]
 
 E164 = r"^\+[1-9]\d{6,14}$"
 LOCALE = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"
@@ -38,14 +42,23 @@ class RecipientSerializer(serializers.Serializer):
         return attrs
 
 
-class SendSerializer(serializers.Serializer):
+def missing_addresses(channels: list[str], recipient: dict) -> dict[str, list[str]]:
+    """The recipient fields the channels need and the recipient lacks."""
+    return {
+        CHANNELS[channel].address_field: [f"Required to send on the {channel} channel."]
+        for channel in channels
+        if not recipient.get(CHANNELS[channel].address_field)
+    }
+
+
+class _MessageSerializer(serializers.Serializer):
+    """What a send and a batch send share: channels, content, timing and kind."""
+
     channel = serializers.ChoiceField(choices=Channel.choices, required=False)
     channels = serializers.ListField(
         child=serializers.ChoiceField(choices=Channel.choices), required=False, min_length=1, max_length=len(Channel)
     )
-    recipient = RecipientSerializer()
     template = serializers.CharField(max_length=100, required=False)
-    context = serializers.DictField(required=False, default=dict)
     subject = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     message = serializers.CharField(required=False, trim_whitespace=False)
     scheduled_for = serializers.DateTimeField(required=False, allow_null=True, default=None)
@@ -74,18 +87,60 @@ class SendSerializer(serializers.Serializer):
         if len(set(channels)) != len(channels):
             raise serializers.ValidationError({"channels": ["A channel may appear only once."]})
         attrs["channels"] = channels
-        missing = {
-            ADDRESS_FIELD[channel]: [f"Required to send on the {channel} channel."]
-            for channel in channels
-            if not attrs["recipient"].get(ADDRESS_FIELD[channel])
-        }
-        if missing:
-            raise serializers.ValidationError({"recipient": missing})
+        self.validate_recipients_for(attrs)
         if "template" in attrs and "message" in attrs:
             raise serializers.ValidationError({"template": ["Give a template or a message, not both."]})
         if "template" not in attrs and "message" not in attrs:
             raise serializers.ValidationError({"template": ["Give a template (id or key) or a subject and message."]})
         return attrs
+
+    def validate_recipients_for(self, attrs) -> None:  # pragma: no cover - each form says
+        raise NotImplementedError
+
+
+class SendSerializer(_MessageSerializer):
+    recipient = RecipientSerializer()
+    context = serializers.DictField(required=False, default=dict)
+
+    def validate_recipients_for(self, attrs) -> None:
+        missing = missing_addresses(attrs["channels"], attrs["recipient"])
+        if missing:
+            raise serializers.ValidationError({"recipient": missing})
+
+
+class BatchRecipientSerializer(RecipientSerializer):
+    context = serializers.DictField(required=False, default=dict)
+
+
+class BatchSendSerializer(_MessageSerializer):
+    """One message to many recipients, each with its own context. Refused as a whole: the
+    errors are keyed by the index of each bad item."""
+
+    recipients = serializers.ListField(child=serializers.JSONField(), min_length=1)
+
+    def validate_recipients(self, value):
+        limit = settings.BEACON_BATCH_MAX_RECIPIENTS
+        if len(value) > limit:
+            raise serializers.ValidationError(f"At most {limit} recipients per request; this one has {len(value)}.")
+        cleaned, errors = [], {}
+        for index, item in enumerate(value):
+            serializer = BatchRecipientSerializer(data=item)
+            if serializer.is_valid():
+                cleaned.append(serializer.validated_data)
+            else:
+                errors[str(index)] = serializer.errors
+        if errors:
+            raise serializers.ValidationError(errors)
+        return cleaned
+
+    def validate_recipients_for(self, attrs) -> None:
+        errors = {}
+        for index, item in enumerate(attrs["recipients"]):
+            missing = missing_addresses(attrs["channels"], item)
+            if missing:
+                errors[str(index)] = missing
+        if errors:
+            raise serializers.ValidationError({"recipients": errors})
 
 
 def accept_arguments(validated: dict) -> dict:
@@ -103,10 +158,21 @@ def accept_arguments(validated: dict) -> dict:
     }
 
 
-class DeliveryBriefSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Delivery
-        fields = ["id", "channel", "to", "status", "encoding", "segments"]
+def batch_arguments(validated: dict) -> dict:
+    """BatchSendSerializer's output as notifications_accept_batch's keyword arguments."""
+    return {
+        "channels": validated["channels"],
+        "items": [
+            Item(recipient={k: v for k, v in item.items() if k != "context"}, context=item["context"])
+            for item in validated["recipients"]
+        ],
+        "template": validated.get("template"),
+        "subject": validated["subject"],
+        "message": validated.get("message", ""),
+        "scheduled_for": validated["scheduled_for"],
+        "priority": validated["priority"],
+        "category": validated.get("category"),
+    }
 
 
 class DeliveryAttemptSerializer(serializers.ModelSerializer):
@@ -193,13 +259,6 @@ class DeliveryDetailSerializer(DeliveryLogSerializer):
         fields = [*DeliveryLogSerializer.Meta.fields, "body", "html_body", "attempts", "events"]
 
 
-class AcceptedSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    status = serializers.CharField()
-    scheduled_for = serializers.DateTimeField(allow_null=True)
-    deliveries = DeliveryBriefSerializer(many=True)
-
-
 class TemplateTestSerializer(serializers.Serializer):
     channel = serializers.ChoiceField(choices=Channel.choices)
     to = serializers.CharField(max_length=254)
@@ -207,7 +266,7 @@ class TemplateTestSerializer(serializers.Serializer):
     context = serializers.DictField(required=False, default=dict)
 
     def validate(self, attrs):
-        field = "email" if attrs["channel"] == Channel.EMAIL else "phone"
+        field = CHANNELS[attrs["channel"]].address_field
         recipient = RecipientSerializer(data={field: attrs["to"], "locale": attrs["locale"]})
         if not recipient.is_valid():
             raise serializers.ValidationError({"to": recipient.errors.get(field, ["Invalid address."])})

@@ -4,6 +4,7 @@ from rest_framework.routers import DefaultRouter
 from templates.api import TemplateViewSet
 
 from .api import (
+    BatchSendView,
     DeliveryLogViewSet,
     HealthView,
     ResendView,
@@ -18,6 +19,7 @@ router.register("logs", DeliveryLogViewSet, basename="log")
 
 urlpatterns = [
     path("send/", SendView.as_view(), name="send"),
+    path("send/batch/", BatchSendView.as_view(), name="send-batch"),
     path("health/", HealthView.as_view(), name="health"),
     path("sms-status-callback/", TwilioStatusCallbackView.as_view(), name="sms-status-callback"),
     path("templates/<uuid:pk>/test/", TemplateTestView.as_view(), name="template-test"),

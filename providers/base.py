@@ -1,12 +1,16 @@
-"""The adapter base: every provider turns an OutboundMessage into a SendResult or raises
-a classified ProviderError. Adapters fill in `send_message` and nothing else of the flow."""
+"""The adapter base: every provider turns an OutboundMessage into a SendResult or a
+classified ProviderError. The base owns the flow; adapters fill in its hooks."""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
+
+logger = logging.getLogger(__name__)
 
 
 class ProviderError(Exception):
@@ -104,7 +108,15 @@ class SendResult:
 
 
 class Provider:
-    """One provider adapter. `kind` names it in the registry and in settings."""
+    """One provider adapter over one base that owns the flow (as django-anymail's backends do):
+
+        build_request(message) -> post_request(request) -> parse_response(response, message)
+
+    with any exception on the way turned into a classified ProviderError by
+    `classify_error`. An adapter fills in those hooks; `self.timeout` bounds every call and
+    the adapter keeps its client (and so its HTTP connection) for the life of the process.
+    `kind` names it in the registry and in settings.
+    """
 
     kind: str = ""
     channels: tuple[str, ...] = ()
@@ -117,9 +129,44 @@ class Provider:
         return []
 
     def send(self, message: OutboundMessage) -> SendResult:
+        """Send one message; returns a SendResult or raises a classified ProviderError."""
         if message.channel not in self.channels:
             raise ProviderConfigurationError(f"{self.kind} does not send {message.channel}")
-        return self.send_message(message)
+        try:
+            request = self.build_request(message)
+            response = self.post_request(request)
+            return self.parse_response(response, message)
+        except ProviderError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure leaves classified
+            raise self.classify_error(exc) from exc
 
-    def send_message(self, message: OutboundMessage) -> SendResult:  # pragma: no cover
+    def send_many(self, messages: list[OutboundMessage]) -> Iterator[SendResult | ProviderError]:
+        """One result or error per message, in order, as each is known. The default sends
+        them one after another over the same connection; a provider that takes many
+        messages per request may override it. The caller may stop early (a 429)."""
+        for message in messages:
+            try:
+                yield self.send(message)
+            except ProviderError as error:
+                yield error
+
+    # --- hooks ---------------------------------------------------------------------
+
+    def build_request(self, message: OutboundMessage):
+        """The provider's request for this message (a dict, an email object, ...)."""
+        return message
+
+    def post_request(self, request):  # pragma: no cover - every adapter sends
+        """Send the request with `self.timeout` over the kept-open client; the raw answer."""
         raise NotImplementedError
+
+    def parse_response(self, response, message: OutboundMessage) -> SendResult:
+        """The raw answer as a SendResult, or raise a ProviderError for a refusal in it."""
+        return response
+
+    def classify_error(self, exc: Exception) -> ProviderError:
+        """An exception from the hooks as a ProviderError. Unknown ones are adapter bugs:
+        logged, and retried, so that the delivery is never stranded."""
+        logger.error("provider %s raised an unclassified error", self.kind, exc_info=exc)
+        return ProviderError(f"Unexpected error: {exc.__class__.__name__}", retryable=True)

@@ -12,6 +12,6 @@ class ConsoleProvider(Provider):
     kind = "console"
     channels = ("email", "sms")
 
-    def send_message(self, message: OutboundMessage) -> SendResult:
+    def post_request(self, message: OutboundMessage) -> SendResult:
         logger.info("console %s to=%s subject=%r body=%r", message.channel, message.to, message.subject, message.body)
         return SendResult(provider_message_id=f"console-{uuid.uuid4().hex}", status="sent")

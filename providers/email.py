@@ -36,8 +36,9 @@ _REJECTED_STATUSES = {"rejected", "invalid", "failed"}
 class DjangoEmailProvider(Provider):
     """Email through Django's configured EMAIL_BACKEND: SMTP or any django-anymail ESP.
 
-    An ESP backend keeps its HTTP session open between sends; SMTP opens a connection per
-    message, since servers drop idle ones and a resend on a dead socket could duplicate.
+    An ESP backend keeps its HTTP session open between sends. SMTP keeps one connection
+    for the messages of one `send_many` (one flush of a dispatch batch) and closes it
+    after: servers drop idle connections, and a resend on a dead socket could duplicate.
     """
 
     kind = "django"
@@ -45,7 +46,8 @@ class DjangoEmailProvider(Provider):
 
     def __init__(self, *, timeout: float):
         super().__init__(timeout=timeout)
-        self._connection = None
+        self._connection = None  # an ESP's, kept for the process
+        self._smtp = None  # SMTP's, kept for one send_many
 
     def check_configuration(self) -> list[str]:
         try:
@@ -54,9 +56,14 @@ class DjangoEmailProvider(Provider):
             return [f"EMAIL_BACKEND cannot be loaded: {exc.__class__.__name__}"]
         return []
 
+    def _uses_smtp(self) -> bool:
+        return issubclass(import_string(settings.EMAIL_BACKEND), SmtpBackend)
+
     def _get_connection(self):
+        if self._smtp is not None:
+            return self._smtp
         if self._connection is None:
-            if issubclass(import_string(settings.EMAIL_BACKEND), SmtpBackend):
+            if self._uses_smtp():
                 return get_connection(fail_silently=False, timeout=self.timeout)
             # anymail's HTTP backends otherwise wait 30 s: keep every provider on one timeout.
             options = {} if "REQUESTS_TIMEOUT" in settings.ANYMAIL else {"requests_timeout": self.timeout}
@@ -65,7 +72,18 @@ class DjangoEmailProvider(Provider):
             self._connection = connection
         return self._connection
 
-    def send_message(self, message: OutboundMessage) -> SendResult:
+    def send_many(self, messages):
+        if len(messages) < 2 or not self._uses_smtp():
+            yield from super().send_many(messages)
+            return
+        self._smtp = get_connection(fail_silently=False, timeout=self.timeout)
+        try:
+            yield from super().send_many(messages)
+        finally:
+            smtp, self._smtp = self._smtp, None
+            smtp.close()
+
+    def build_request(self, message: OutboundMessage) -> EmailMultiAlternatives:
         email = EmailMultiAlternatives(
             subject=message.subject,
             body=message.body,
@@ -80,24 +98,29 @@ class DjangoEmailProvider(Provider):
             email.extra_headers["X-Beacon-Delivery"] = message.reference
         # django-anymail sends this to the ESP, which echoes it in tracking events.
         email.metadata = {k: v for k, v in message.metadata.items() if k != "from_email"}
+        return email
+
+    def post_request(self, email: EmailMultiAlternatives) -> EmailMultiAlternatives:
         connection = self._get_connection()
         try:
             sent = connection.send_messages([email])
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise classify_email_error(exc) from exc
         finally:
-            if connection is not self._connection:
+            if connection is not self._connection and connection is not self._smtp:
                 connection.close()
         if not sent:
             raise ProviderUnavailable("The email backend accepted no message.")
+        return email
+
+    def parse_response(self, email: EmailMultiAlternatives, message: OutboundMessage) -> SendResult:
         status = getattr(email, "anymail_status", None)
         if status is not None and status.message_id:
             if status.status and status.status <= _REJECTED_STATUSES:
                 raise RecipientRejected(f"The ESP refused the recipient ({', '.join(sorted(status.status))}).")
             return SendResult(provider_message_id=str(status.message_id))
-        return SendResult(provider_message_id=message_id)
+        return SendResult(provider_message_id=email.extra_headers["Message-ID"])
+
+    def classify_error(self, exc: Exception) -> ProviderError:
+        return classify_email_error(exc)
 
 
 def classify_email_error(exc: Exception) -> ProviderError:

@@ -1,4 +1,4 @@
-"""Maps provider kinds to adapters, and each channel to the kind settings choose for it.
+"""Maps provider kinds to adapters, and each channel to its ordered providers.
 
 Adapters are built once per process and reused, so their HTTP sessions and connections
 are too.
@@ -9,6 +9,7 @@ from functools import cache
 from django.conf import settings
 
 from .base import Provider, ProviderConfigurationError
+from .channels import CHANNELS
 from .console import ConsoleProvider
 from .email import DjangoEmailProvider
 from .twilio_sms import TwilioSmsProvider
@@ -17,10 +18,8 @@ PROVIDER_CLASSES: dict[str, type[Provider]] = {
     cls.kind: cls for cls in (ConsoleProvider, DjangoEmailProvider, TwilioSmsProvider)
 }
 
-CHANNEL_SETTINGS = {
-    "email": "BEACON_EMAIL_PROVIDER",
-    "sms": "BEACON_SMS_PROVIDER",
-}
+# The setting that picks each channel's provider kind (BEACON_<CHANNEL>_PROVIDER).
+CHANNEL_SETTINGS = {name: spec.setting for name, spec in CHANNELS.items()}
 
 
 def provider_kind_for_channel(channel: str) -> str:
@@ -38,8 +37,15 @@ def _build(kind: str, timeout: float) -> Provider:
     return PROVIDER_CLASSES[kind](timeout=timeout)
 
 
+def providers_for(channel: str) -> list[Provider]:
+    """The providers that may send this channel, in the order to try them. Today that is
+    the one kind settings choose; failover walks this list."""
+    return [_build(provider_kind_for_channel(channel), settings.PROVIDER_TIMEOUT_SECONDS)]
+
+
 def provider_for_channel(channel: str) -> Provider:
-    return _build(provider_kind_for_channel(channel), settings.PROVIDER_TIMEOUT_SECONDS)
+    """The first provider of the channel's chain."""
+    return providers_for(channel)[0]
 
 
 def reset_providers() -> None:

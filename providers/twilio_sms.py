@@ -88,7 +88,7 @@ class TwilioSmsProvider(Provider):
             self._client = client
         return self._client
 
-    def send_message(self, message: OutboundMessage) -> SendResult:
+    def build_request(self, message: OutboundMessage) -> dict:
         params = {"to": message.to, "body": message.body}
         if settings.TWILIO_MESSAGING_SERVICE_SID:
             params["messaging_service_sid"] = settings.TWILIO_MESSAGING_SERVICE_SID
@@ -96,16 +96,12 @@ class TwilioSmsProvider(Provider):
             params["from_"] = settings.TWILIO_FROM_NUMBER
         if message.status_callback_url:
             params["status_callback"] = message.status_callback_url
-        try:
-            created = self.client.messages.create(**params)
-        except TwilioRestException as exc:
-            raise self._classify(exc) from exc
-        except requests.Timeout as exc:
-            raise ProviderUnavailable("Twilio did not answer in time.") from exc
-        except requests.RequestException as exc:
-            raise ProviderUnavailable(f"Twilio could not be reached: {exc.__class__.__name__}") from exc
-        except TwilioException as exc:
-            raise ProviderError(f"Twilio client error: {exc}") from exc
+        return params
+
+    def post_request(self, params: dict):
+        return self.client.messages.create(**params)
+
+    def parse_response(self, created, message: OutboundMessage) -> SendResult:
         status = STATUS_MAP.get(created.status or "queued") or "sent"
         if status in {"failed", "undelivered"}:
             raise RecipientRejected(
@@ -117,6 +113,17 @@ class TwilioSmsProvider(Provider):
             response_code=201,
             cost=str(created.price or ""),
         )
+
+    def classify_error(self, exc: Exception) -> ProviderError:
+        if isinstance(exc, TwilioRestException):
+            return self._classify(exc)
+        if isinstance(exc, requests.Timeout):
+            return ProviderUnavailable("Twilio did not answer in time.")
+        if isinstance(exc, requests.RequestException):
+            return ProviderUnavailable(f"Twilio could not be reached: {exc.__class__.__name__}")
+        if isinstance(exc, TwilioException):
+            return ProviderError(f"Twilio client error: {exc}")
+        return super().classify_error(exc)
 
     def _classify(self, exc: TwilioRestException) -> ProviderError:
         message = f"Twilio answered HTTP {exc.status}" + (f", error {exc.code}" if exc.code else "")

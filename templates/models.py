@@ -4,10 +4,10 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from providers.channels import CHANNELS
 
-class Channel(models.TextChoices):
-    EMAIL = "email", "Email"
-    SMS = "sms", "SMS"
+# Channels come from the channel spec (providers/channels.py): Channel.EMAIL, Channel.SMS, ...
+Channel = models.TextChoices("Channel", [(spec.name.upper(), (spec.name, spec.label)) for spec in CHANNELS.values()])
 
 
 class TemplateType(models.TextChoices):

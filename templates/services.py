@@ -9,8 +9,10 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from providers.channels import CHANNELS
+
 from .models import Channel, Template, TemplateContent, TemplateVersion
-from .rendering import SMS_MAX_CHARS, RenderError, check_syntax, fill_placeholders, render_string, sms_info
+from .rendering import RenderError, check_syntax, fill_placeholders, render_string, sms_info
 
 CONTENT_FIELDS = ("subject", "body", "html_body")
 SUBJECT_MAX_CHARS = 500  # Delivery.subject's column
@@ -61,13 +63,17 @@ def _validate_contents(contents: list[dict]) -> list[dict]:
         if (channel, locale) in seen:
             errors.setdefault(prefix, []).append(f"duplicate content for {channel}/{locale or 'default'}")
         seen.add((channel, locale))
+        spec = CHANNELS[channel]
+        for field in spec.required_fields:
+            if not (item.get(field) or "").strip():
+                errors.setdefault(prefix, []).append(
+                    "body: may not be blank" if field == "body" else f"{field}: an {channel} needs a {field}"
+                )
         body = item.get("body") or ""
-        if not body.strip():
-            errors.setdefault(prefix, []).append("body: may not be blank")
-        if channel == Channel.EMAIL and not (item.get("subject") or "").strip():
-            errors.setdefault(prefix, []).append("subject: an email needs a subject")
-        if channel == Channel.SMS and len(body) > SMS_MAX_CHARS:
-            errors.setdefault(prefix, []).append(f"body: an SMS body may not exceed {SMS_MAX_CHARS} characters")
+        if spec.max_body_chars is not None and len(body) > spec.max_body_chars:
+            errors.setdefault(prefix, []).append(
+                f"body: an {spec.label} body may not exceed {spec.max_body_chars} characters"
+            )
         for field in CONTENT_FIELDS:
             source = item.get(field) or ""
             if len(source) > settings.BEACON_MAX_BODY_CHARS:
@@ -82,9 +88,7 @@ def _validate_contents(contents: list[dict]) -> list[dict]:
             {
                 "channel": channel,
                 "locale": locale,
-                "subject": item.get("subject") or "",
-                "body": body,
-                "html_body": item.get("html_body") or "" if channel == Channel.EMAIL else "",
+                **{field: (item.get(field) or "") if field in spec.content_fields else "" for field in CONTENT_FIELDS},
             }
         )
     if errors:
@@ -284,18 +288,24 @@ def check_rendered(rendered: RenderedMessage) -> None:
     for field in CONTENT_FIELDS:
         if len(getattr(rendered, field)) > limit:
             raise RenderError({field: [f"Rendered {field} is longer than {limit} characters."]})
-    if rendered.channel == Channel.SMS:
+    spec = CHANNELS[rendered.channel]
+    if spec.max_body_chars is not None:
         if not rendered.body.strip():
-            raise RenderError({"message": ["The SMS body is empty."]})
-        if len(rendered.body) > SMS_MAX_CHARS:
+            raise RenderError({"message": [f"The {spec.label} body is empty."]})
+        if len(rendered.body) > spec.max_body_chars:
             raise RenderError(
-                {"message": [f"The SMS body is {len(rendered.body)} characters; the limit is {SMS_MAX_CHARS}."]}
+                {
+                    "message": [
+                        f"The {spec.label} body is {len(rendered.body)} characters; the limit is {spec.max_body_chars}."
+                    ]
+                }
             )
+    if spec.counts_segments:
         info = sms_info(rendered.body)
         rendered.encoding, rendered.segments = info.encoding, info.segments
-    elif rendered.channel == Channel.EMAIL:
+    if "subject" in spec.required_fields:
         if not rendered.subject:
-            raise RenderError({"subject": ["An email needs a subject."]})
+            raise RenderError({"subject": [f"An {spec.name} needs a subject."]})
         if len(rendered.subject) > SUBJECT_MAX_CHARS:
             raise RenderError({"subject": [f"The subject is longer than {SUBJECT_MAX_CHARS} characters."]})
         if "\r" in rendered.subject or "\n" in rendered.subject:

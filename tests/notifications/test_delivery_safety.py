@@ -5,10 +5,12 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
+from django.utils import timezone
 
 from notifications import services
 from notifications.models import Delivery, DeliveryStatus
 from notifications.services import delivery_dispatch, delivery_track
+from providers.registry import provider_for_channel
 from tests.factories import make_template
 from tests.notifications.factories import SEND_URL, make_delivery, sms_request
 
@@ -26,9 +28,13 @@ def test_a_stale_duplicate_message_cannot_jump_a_retry_backoff(queued, twilio, s
     # given: the first attempt hit a 429 asking for ten minutes' patience
     settings.BEACON_MAX_ATTEMPTS = 4
     twilio.script = [(429, {"Retry-After": "600"}, {"code": 20429, "message": "slow down", "status": 429})]
-    with mock.patch("notifications.services.enqueue_dispatch") as enqueued:
+    with mock.patch("notifications.services.dispatch.enqueue_dispatch") as enqueued:
         assert delivery_dispatch(delivery_id=queued.pk, attempts_before=0) == DeliveryStatus.QUEUED
-    assert enqueued.call_args.args[0] == [(queued.pk, 1)]
+    # a ten-minute wait is kept in the database for the sweep, not in a task countdown
+    assert enqueued.call_count == 0
+    queued.refresh_from_db()
+    assert (queued.attempt_count, queued.enqueued_at) == (1, None)
+    assert (queued.next_attempt_at - timezone.now()).total_seconds() > 590
     # when: a duplicate of the original message (the sweep re-enqueued it) arrives now
     outcome = delivery_dispatch(delivery_id=queued.pk, attempts_before=0)
     # then: it does nothing; only the retry's own message may claim the delivery
@@ -44,7 +50,7 @@ def test_a_broker_outage_after_commit_still_answers_202_and_the_sweep_recovers(
     make_template(alice)
     # given: publishing to the broker fails
     with (
-        mock.patch("notifications.tasks.delivery_dispatch.apply_async", side_effect=ConnectionError("broker down")),
+        mock.patch("notifications.tasks.deliveries_dispatch.apply_async", side_effect=ConnectionError("broker down")),
         django_capture_on_commit_callbacks(execute=True),
     ):
         response = alice_api.post(SEND_URL, sms_request(), format="json")
@@ -86,7 +92,7 @@ def test_a_failed_resend_can_be_resent_again(alice, alice_api, twilio, django_ca
 
 def test_a_callback_that_overtakes_the_dispatch_keeps_its_status_and_error(queued, twilio):
     # given: while the provider call is in flight, an "undelivered" callback lands first
-    real_send = services.provider_for_channel("sms").send
+    real_send = provider_for_channel("sms").send
 
     def send_and_be_overtaken(message):
         result = real_send(message)
@@ -99,7 +105,7 @@ def test_a_callback_that_overtakes_the_dispatch_keeps_its_status_and_error(queue
         )
         return result
 
-    with mock.patch.object(services.provider_for_channel("sms"), "send", side_effect=send_and_be_overtaken):
+    with mock.patch.object(provider_for_channel("sms"), "send", side_effect=send_and_be_overtaken):
         outcome = delivery_dispatch(delivery_id=queued.pk)
     # then: the dispatch adds the message id but neither the status nor the error moves back
     queued.refresh_from_db()

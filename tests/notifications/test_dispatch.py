@@ -3,10 +3,10 @@
 import pytest
 from django.utils import timezone
 
-from notifications import services
 from notifications.models import FINAL_STATUSES, PROGRESS_RANK, Delivery, DeliveryStatus
-from notifications.services import can_move, delivery_dispatch, delivery_track
+from notifications.services import can_move, delivery_dispatch, delivery_track, dispatch
 from providers.base import OutboundMessage, Provider, SendResult
+from providers.registry import provider_for_channel
 from tests.factories import make_template
 from tests.notifications.factories import SEND_URL, sms_request
 
@@ -27,7 +27,7 @@ class ExplodingProvider(Provider):
     kind = "exploding"
     channels = ("sms",)
 
-    def send_message(self, message: OutboundMessage) -> SendResult:
+    def post_request(self, message: OutboundMessage) -> SendResult:
         raise RuntimeError("adapter bug")
 
 
@@ -74,7 +74,7 @@ def test_an_unexpected_provider_exception_is_a_retryable_attempt(
     queued, monkeypatch, django_capture_on_commit_callbacks
 ):
     # given
-    monkeypatch.setattr(services, "provider_for_channel", lambda channel: ExplodingProvider(timeout=1))
+    monkeypatch.setattr(dispatch, "providers_for", lambda channel: [ExplodingProvider(timeout=1)])
     before = timezone.now()
     # when
     with django_capture_on_commit_callbacks() as callbacks:
@@ -99,7 +99,7 @@ def test_an_unexpected_provider_exception_is_a_retryable_attempt(
 
 
 def test_an_unexpected_exception_on_the_last_attempt_fails_the_delivery(queued, monkeypatch):
-    monkeypatch.setattr(services, "provider_for_channel", lambda channel: ExplodingProvider(timeout=1))
+    monkeypatch.setattr(dispatch, "providers_for", lambda channel: [ExplodingProvider(timeout=1)])
     Delivery.objects.filter(pk=queued.pk).update(max_attempts=1)
     assert delivery_dispatch(delivery_id=queued.pk) == "failed"
     queued.refresh_from_db()
@@ -122,14 +122,14 @@ def test_a_misconfigured_channel_fails_at_once(queued, twilio, settings):
 
 def test_a_callback_that_overtakes_the_dispatch_keeps_its_status(queued, twilio, monkeypatch):
     # given: Twilio reports "delivered" while our worker is still inside the provider call
-    real_send = services.provider_for_channel("sms").send
+    real_send = provider_for_channel("sms").send
 
     def send_then_callback(message):
         result = real_send(message)
         delivery_track(delivery=Delivery(pk=queued.pk), status="delivered", source="twilio")
         return result
 
-    provider = services.provider_for_channel("sms")
+    provider = provider_for_channel("sms")
     monkeypatch.setattr(provider, "send", send_then_callback)
     # when
     result = delivery_dispatch(delivery_id=queued.pk)

@@ -4,8 +4,8 @@ from unittest import mock
 
 import pytest
 
-from notifications import services
 from notifications.models import Delivery, IdempotencyKey, Notification
+from notifications.services import accept as services
 from tests.factories import make_template
 from tests.notifications.factories import SEND_URL, sms_request
 

@@ -1,0 +1,395 @@
+"""Accept: a send (one recipient) or a batch send (up to BEACON_BATCH_MAX_RECIPIENTS) becomes
+Notification and Delivery rows, rendered and decided, written with a few multi-row
+statements in one transaction; dispatch is enqueued after commit, in batches."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from providers.channels import CHANNELS
+from templates.models import Template
+
+from ..models import Delivery, DeliveryStatus, IdempotencyKey, Notification, Recipient
+from ..queue import Dispatch, enqueue_dispatch
+from ..receipts import batch_receipt, receipt
+from .decide import Planned, Verdict, deliveries_decide
+from .events import StatusChange, events_record
+from .render import messages_render
+
+RECIPIENT_DETAILS = ("email", "phone", "name", "timezone", "locale")
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was used before with a different request body."""
+
+
+class BatchInvalid(Exception):
+    """Some items of a batch cannot be sent; `errors` maps each one's index to its errors."""
+
+    def __init__(self, errors: dict[str, dict]):
+        super().__init__(f"{len(errors)} item(s) refused")
+        self.errors = errors
+
+
+@dataclass
+class Accepted:
+    """What accept answers: the receipt (stored with the idempotency key) and the rows."""
+
+    body: dict
+    notifications: list[Notification]
+    status_code: int = 202
+    replayed: bool = False
+
+    @property
+    def notification(self) -> Notification:
+        return self.notifications[0]
+
+
+@dataclass
+class Item:
+    """One recipient of a send: their details (the send API's `recipient`) and context."""
+
+    recipient: dict
+    context: dict
+
+
+# --- Recipients -----------------------------------------------------------------------
+
+
+def _recipient_key(details: dict) -> tuple[str, str]:
+    if details.get("external_id"):
+        return ("external_id", details["external_id"])
+    if details.get("email"):
+        return ("email", details["email"])
+    return ("phone", details.get("phone", ""))
+
+
+def recipients_resolve(*, account, details: list[dict]) -> list[Recipient]:
+    """The account's recipient for each details dict (matched by external id, else email,
+    else phone), created or updated with the non-empty details given: one SELECT, then one
+    INSERT for the new and one UPDATE for the changed, whatever the count."""
+    keys = [_recipient_key(d) for d in details]
+    wanted: dict[tuple[str, str], dict] = {}
+    for key, item in zip(keys, details, strict=True):
+        given = {field: item[field] for field in RECIPIENT_DETAILS if item.get(field)}
+        wanted.setdefault(key, {}).update(given)
+
+    found = _recipients_by_key(account, wanted.keys())
+    missing = [key for key in wanted if key not in found]
+    if missing:
+        Recipient.objects.bulk_create(
+            [
+                Recipient(
+                    account=account, external_id=value if field == "external_id" else "", **wanted[(field, value)]
+                )
+                for field, value in missing
+            ],
+            ignore_conflicts=True,  # a concurrent request created the same external id first
+        )
+        found.update(_recipients_by_key(account, missing))
+    changed = []
+    for key, recipient in found.items():
+        updates = {field: value for field, value in wanted[key].items() if getattr(recipient, field) != value}
+        if updates:
+            for field, value in updates.items():
+                setattr(recipient, field, value)
+            changed.append(recipient)
+    if changed:
+        now = timezone.now()
+        for recipient in changed:
+            recipient.updated_at = now
+        Recipient.objects.bulk_update(changed, [*RECIPIENT_DETAILS, "updated_at"])
+    return [found[key] for key in keys]
+
+
+def _recipients_by_key(account, keys) -> dict[tuple[str, str], Recipient]:
+    by_field: dict[str, list[str]] = {"external_id": [], "email": [], "phone": []}
+    for field, value in keys:
+        by_field[field].append(value)
+    query = Q()
+    if by_field["external_id"]:
+        query |= Q(external_id__in=by_field["external_id"])
+    for field in ("email", "phone"):
+        if by_field[field]:
+            query |= Q(external_id="", **{f"{field}__in": by_field[field]})
+    found: dict[tuple[str, str], Recipient] = {}
+    # The oldest match wins, as it always has for email/phone matches without an external id.
+    for recipient in Recipient.objects.filter(query, account=account).order_by("-pk"):
+        if recipient.external_id:
+            found[("external_id", recipient.external_id)] = recipient
+        else:
+            found[("email", recipient.email)] = recipient
+            found[("phone", recipient.phone)] = recipient
+    return {key: found[key] for key in keys if key in found}
+
+
+def recipient_resolve(*, account, **details) -> Recipient:
+    """One recipient; `timezone_name` is accepted for the `timezone` detail."""
+    if "timezone_name" in details:
+        details["timezone"] = details.pop("timezone_name")
+    return recipients_resolve(account=account, details=[details])[0]
+
+
+# --- Accept ---------------------------------------------------------------------------
+
+
+def notification_accept(
+    *,
+    account,
+    channels: list[str],
+    recipient: dict,
+    template: Template | None = None,
+    context: dict | None = None,
+    subject: str = "",
+    message: str = "",
+    scheduled_for: datetime | None = None,
+    priority: str = "normal",
+    category: str | None = None,
+    is_test: bool = False,
+    source: str = "api",
+    idempotency_key: str = "",
+    request_hash: str = "",
+) -> Accepted:
+    """Write one Notification and a Delivery per channel, rendered and ready, in one
+    transaction; dispatch is enqueued after commit. With an idempotency key, a repeat of
+    the same request returns the first answer and sends nothing."""
+    return _accept(
+        account=account,
+        channels=channels,
+        items=[Item(recipient=recipient, context=context or {})],
+        template=template,
+        subject=subject,
+        message=message,
+        scheduled_for=scheduled_for,
+        priority=priority,
+        category=category,
+        is_test=is_test,
+        source=source,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        batch=False,
+    )
+
+
+def notifications_accept_batch(
+    *,
+    account,
+    channels: list[str],
+    items: list[Item],
+    template: Template | None = None,
+    subject: str = "",
+    message: str = "",
+    scheduled_for: datetime | None = None,
+    priority: str = "normal",
+    category: str | None = None,
+    source: str = "api",
+    idempotency_key: str = "",
+    request_hash: str = "",
+) -> Accepted:
+    """One notification per item, validated as a whole: if any item cannot be rendered,
+    BatchInvalid names each by its index and nothing is written."""
+    return _accept(
+        account=account,
+        channels=channels,
+        items=items,
+        template=template,
+        subject=subject,
+        message=message,
+        scheduled_for=scheduled_for,
+        priority=priority,
+        category=category,
+        is_test=False,
+        source=source,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        batch=True,
+    )
+
+
+def _accept(
+    *,
+    account,
+    channels,
+    items: list[Item],
+    template,
+    subject,
+    message,
+    scheduled_for,
+    priority,
+    category,
+    is_test,
+    source,
+    idempotency_key,
+    request_hash,
+    batch: bool,
+) -> Accepted:
+    if idempotency_key:
+        replay = _idempotent_replay(account=account, key=idempotency_key, request_hash=request_hash)
+        if replay is not None:
+            return replay
+    rendered = _render_items(
+        channels=channels, items=items, template=template, subject=subject, message=message, batch=batch
+    )
+    now = timezone.now()
+    scheduled = scheduled_for is not None and scheduled_for > now + timedelta(seconds=1)
+    send_at = scheduled_for if scheduled else now
+    category = category or (template.category if template else "transactional")
+    version = template.current_version if template else None
+    try:
+        with transaction.atomic():
+            people = recipients_resolve(account=account, details=[item.recipient for item in items])
+            notifications = [
+                Notification(
+                    id=uuid.uuid4(),
+                    account=account,
+                    recipient=person,
+                    template=template,
+                    template_version=version,
+                    context=item.context,
+                    channels=list(channels),
+                    priority=priority,
+                    category=category,
+                    scheduled_for=scheduled_for if scheduled else None,
+                    is_test=is_test,
+                )
+                for item, person in zip(items, people, strict=True)
+            ]
+            planned = [
+                Planned(
+                    recipient_id=person.pk, channel=m.channel, category=category, priority=priority, send_at=send_at
+                )
+                for person, messages in zip(people, rendered, strict=True)
+                for m in messages
+            ]
+            decisions = iter(deliveries_decide(account=account, planned=planned))
+            deliveries, changes = [], []
+            by_notification: dict = {}
+            for notification, item, messages in zip(notifications, items, rendered, strict=True):
+                by_notification[notification.pk] = []
+                for m in messages:
+                    delivery = _new_delivery(account, notification, item.recipient, m, next(decisions), send_at, now)
+                    deliveries.append(delivery)
+                    by_notification[notification.pk].append(delivery)
+                    changes.append(
+                        StatusChange(
+                            delivery.pk, "", delivery.status, source, now, detail=delivery.error_message or "accepted"
+                        )
+                    )
+            Notification.objects.bulk_create(notifications)
+            Delivery.objects.bulk_create(deliveries)
+            events_record(changes)
+            body = (
+                batch_receipt(notifications, by_notification)
+                if batch
+                else receipt(notifications[0], by_notification[notifications[0].pk])
+            )
+            if idempotency_key:
+                IdempotencyKey.objects.create(
+                    account=account,
+                    key=idempotency_key,
+                    request_hash=request_hash,
+                    notification=notifications[0] if notifications else None,
+                    response_status=202,
+                    response_body=body,
+                )
+            enqueue_dispatch([Dispatch(d.pk, d.channel, 0) for d in deliveries if d.status == DeliveryStatus.QUEUED])
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        # Another request with the same key committed first: answer as it did.
+        replay = _idempotent_replay(account=account, key=idempotency_key, request_hash=request_hash)
+        if replay is None:
+            raise
+        return replay
+    return Accepted(body=body, notifications=notifications)
+
+
+def _render_items(*, channels, items: list[Item], template, subject, message, batch: bool) -> list[list]:
+    if not batch:
+        item = items[0]
+        return [
+            messages_render(
+                channels=channels,
+                recipient=item.recipient,
+                template=template,
+                context=item.context,
+                subject=subject,
+                message=message,
+            )
+        ]
+    rendered, errors = [], {}
+    for index, item in enumerate(items):
+        try:
+            rendered.append(
+                messages_render(
+                    channels=channels,
+                    recipient=item.recipient,
+                    template=template,
+                    context=item.context,
+                    subject=subject,
+                    message=message,
+                )
+            )
+        except ValidationError as exc:
+            errors[str(index)] = exc.message_dict
+    if errors:
+        raise BatchInvalid(errors)
+    return rendered
+
+
+def _new_delivery(account, notification, recipient: dict, message, decision, send_at, now) -> Delivery:
+    status, next_attempt_at, enqueued_at, error_code, error_message = (
+        DeliveryStatus.QUEUED if send_at <= now else DeliveryStatus.SCHEDULED,
+        send_at,
+        None,
+        "",
+        "",
+    )
+    if decision.verdict is Verdict.DEFER:
+        status, next_attempt_at = DeliveryStatus.SCHEDULED, max(decision.until, send_at)
+    elif decision.verdict is Verdict.SKIP:
+        status, next_attempt_at = DeliveryStatus.SUPPRESSED, None
+        error_code, error_message = "skipped", decision.reason
+    if status == DeliveryStatus.QUEUED:
+        enqueued_at = now
+    return Delivery(
+        id=uuid.uuid4(),
+        account=account,
+        notification=notification,
+        channel=message.channel,
+        to=recipient[CHANNELS[message.channel].address_field],
+        locale=message.locale,
+        subject=message.subject,
+        body=message.body,
+        html_body=message.html_body,
+        encoding=message.encoding,
+        segments=message.segments,
+        status=status,
+        max_attempts=settings.BEACON_MAX_ATTEMPTS,
+        next_attempt_at=next_attempt_at,
+        enqueued_at=enqueued_at,
+        error_code=error_code,
+        error_message=error_message,
+    )
+
+
+def _idempotent_replay(*, account, key: str, request_hash: str) -> Accepted | None:
+    stored = IdempotencyKey.objects.filter(account=account, key=key).select_related("notification").first()
+    if stored is None:
+        return None
+    if stored.request_hash != request_hash:
+        raise IdempotencyConflict(key)
+    return Accepted(
+        body=stored.response_body,
+        notifications=[stored.notification] if stored.notification else [],
+        status_code=stored.response_status,
+        replayed=True,
+    )

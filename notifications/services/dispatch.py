@@ -1,0 +1,357 @@
+"""Dispatch: claim a batch of queued deliveries with one conditional UPDATE ... RETURNING,
+hand them to the channel's provider outside any transaction over its kept-open
+connection, and write attempts, statuses and events back in bulk.
+
+Crash safety. A batch is handed to the provider in flushes of BEACON_DISPATCH_FLUSH_SIZE:
+before each flush its attempt rows (outcome "pending") are committed, after it their
+outcomes are. So at any moment at most one flush of a worker's deliveries may have
+reached the provider without Beacon knowing: the sweep holds those as `worker_lost` for an
+operator, and sends again, automatically, the claimed deliveries that have no attempt
+(they never left Beacon).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import groupby
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.urls import reverse
+from django.utils import timezone
+
+from providers.base import OutboundMessage, ProviderConfigurationError, ProviderError, SendResult
+from providers.channels import CHANNELS
+from providers.registry import providers_for
+
+from ..models import Delivery, DeliveryAttempt, DeliveryStatus
+from ..queue import Dispatch, enqueue_dispatch
+from .events import StatusChange, events_record
+
+logger = logging.getLogger(__name__)
+
+NOT_CLAIMED = "not-claimed"
+ATTEMPT_RESULT_FIELDS = [
+    "outcome",
+    "finished_at",
+    "duration_ms",
+    "response_code",
+    "provider_message_id",
+    "error",
+    "retry_after_seconds",
+]
+DELIVERY_RESULT_FIELDS = [
+    "status",
+    "provider",
+    "provider_message_id",
+    "cost",
+    "sent_at",
+    "failed_at",
+    "next_attempt_at",
+    "enqueued_at",
+    "error_code",
+    "error_message",
+    "updated_at",
+]
+
+
+def status_callback_url(delivery: Delivery) -> str:
+    route = CHANNELS[delivery.channel].callback_route
+    if not route:
+        return ""
+    return f"{settings.PUBLIC_BASE_URL}{reverse(route)}?delivery={delivery.pk}"
+
+
+def retry_delay(*, attempt: int, retry_after: float | None) -> float:
+    """Exponential backoff with jitter, never sooner than the provider's Retry-After."""
+    ceiling = min(settings.BEACON_RETRY_MAX_SECONDS, settings.BEACON_RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+    delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, settings.BEACON_RETRY_MAX_SECONDS))
+    return delay
+
+
+def waits_for_sweep(delay: float) -> bool:
+    """A wait longer than a sweep interval is kept in the database (next_attempt_at) and the
+    sweep queues it when due; a shorter one rides on a task countdown."""
+    return delay >= settings.BEACON_SWEEP_INTERVAL_SECONDS
+
+
+# --- The batch ------------------------------------------------------------------------
+
+
+def deliveries_dispatch(*, items: list[tuple[object, int | None]]) -> dict[str, str]:
+    """Claim, send and record a batch of (delivery id, attempts so far) pairs.
+
+    A pair whose delivery is no longer queued at that attempt count (another worker has
+    it, or this message is a stale duplicate) is not claimed, so a batch task run twice
+    sends nothing twice. Returns each delivery's new status, or "not-claimed", by id.
+    """
+    claimed = _claim(items)
+    outcomes: dict[str, str] = {}
+    for channel, group in groupby(sorted(claimed, key=lambda d: d.channel), key=lambda d: d.channel):
+        outcomes.update(_dispatch_channel(channel, list(group)))
+    return {str(delivery_id): outcomes.get(str(delivery_id), NOT_CLAIMED) for delivery_id, _ in items}
+
+
+def delivery_dispatch(*, delivery_id, attempts_before: int | None = None) -> str:
+    """One delivery through the batch path; "not-claimed" or its new status."""
+    outcomes = deliveries_dispatch(items=[(delivery_id, attempts_before)])
+    return outcomes.get(str(delivery_id), NOT_CLAIMED)
+
+
+def _claim(items: list[tuple[object, int | None]]) -> list[Delivery]:
+    """queued -> sending for the rows still queued at the expected attempt count, in one
+    statement; a row another worker has is simply not returned."""
+    if not items:
+        return []
+    pk = Delivery._meta.pk
+    conditions, params = [], []
+    for delivery_id, attempts in items:
+        if attempts is None:
+            conditions.append("id = %s")
+            params.append(pk.get_db_prep_value(pk.to_python(delivery_id), connection))
+        else:
+            conditions.append("(id = %s AND attempt_count = %s)")
+            params += [pk.get_db_prep_value(pk.to_python(delivery_id), connection), attempts]
+    now = timezone.now()
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in Delivery._meta.concrete_fields)
+    sql = (
+        f"UPDATE {Delivery._meta.db_table} "
+        "SET status = %s, claimed_at = %s, updated_at = %s, attempt_count = attempt_count + 1 "
+        f"WHERE status = %s AND ({' OR '.join(conditions)}) RETURNING {columns}"
+    )
+    stamp = Delivery._meta.get_field("claimed_at").get_db_prep_value(now, connection)
+    with transaction.atomic():
+        return list(Delivery.objects.raw(sql, [DeliveryStatus.SENDING, stamp, stamp, DeliveryStatus.QUEUED, *params]))
+
+
+@dataclass
+class _Sent:
+    delivery: Delivery
+    attempt: DeliveryAttempt
+    outcome: SendResult | ProviderError
+    duration_ms: int
+
+
+def _dispatch_channel(channel: str, claimed: list[Delivery]) -> dict[str, str]:
+    try:
+        provider = providers_for(channel)[0]
+    except ProviderConfigurationError as error:
+        attempts = _hand_off(claimed, provider_kind="", remaining=[])
+        return _record([_Sent(d, a, error, 0) for d, a in zip(claimed, attempts, strict=True)])
+    outcomes: dict[str, str] = {}
+    pending = list(claimed)
+    flush = settings.BEACON_DISPATCH_FLUSH_SIZE
+    while pending:
+        chunk, pending = pending[:flush], pending[flush:]
+        attempts = _hand_off(chunk, provider_kind=provider.kind, remaining=pending)
+        sent, throttled = _send(provider, chunk, attempts)
+        outcomes.update(_record(sent))
+        if throttled is not None:
+            # The provider asked us to slow down: the rest of the batch waits rather than
+            # hammering it, and goes out together after Retry-After (or the backoff).
+            unsent = chunk[len(sent) :]
+            outcomes.update(
+                _release(
+                    handed=list(zip(unsent, attempts[len(sent) :], strict=True)),
+                    not_handed=pending,
+                    error=throttled,
+                )
+            )
+            break
+    return outcomes
+
+
+def _hand_off(chunk: list[Delivery], *, provider_kind: str, remaining: list[Delivery]) -> list[DeliveryAttempt]:
+    """Commit the attempts (outcome pending) of the deliveries about to reach the provider,
+    and renew the lease of the whole batch's claim."""
+    now = timezone.now()
+    with transaction.atomic():
+        Delivery.objects.filter(pk__in=[d.pk for d in (*chunk, *remaining)]).update(claimed_at=now)
+        attempts = DeliveryAttempt.objects.bulk_create(
+            [DeliveryAttempt(delivery=d, number=d.attempt_count, provider=provider_kind, started_at=now) for d in chunk]
+        )
+        events_record(
+            [
+                StatusChange(
+                    d.pk,
+                    DeliveryStatus.QUEUED,
+                    DeliveryStatus.SENDING,
+                    "dispatch",
+                    now,
+                    detail=f"attempt {d.attempt_count} via {provider_kind or '-'}",
+                )
+                for d in chunk
+            ]
+        )
+    return attempts
+
+
+def _send(provider, chunk: list[Delivery], attempts: list[DeliveryAttempt]) -> tuple[list[_Sent], ProviderError | None]:
+    """Send a flush; stop at a throttling answer (429), leaving the rest unsent."""
+    messages = [_message(d) for d in chunk]
+    stream = iter(provider.send_many(messages))
+    sent: list[_Sent] = []
+    for delivery, attempt in zip(chunk, attempts, strict=True):
+        started = time.monotonic()
+        try:
+            outcome = next(stream)
+        except StopIteration:
+            outcome = ProviderError(f"{provider.kind} returned no result for this message.", retryable=True)
+        except Exception as exc:  # noqa: BLE001 - an adapter bug must not strand the batch in "sending"
+            logger.exception("provider %s raised an unclassified error", provider.kind)
+            outcome = ProviderError(f"Unexpected error: {exc.__class__.__name__}", retryable=True)
+        sent.append(_Sent(delivery, attempt, outcome, int((time.monotonic() - started) * 1000)))
+        if isinstance(outcome, ProviderError) and outcome.status_code == 429:
+            return sent, outcome
+    return sent, None
+
+
+def _message(delivery: Delivery) -> OutboundMessage:
+    return OutboundMessage(
+        channel=delivery.channel,
+        to=delivery.to,
+        subject=delivery.subject,
+        body=delivery.body,
+        html_body=delivery.html_body,
+        reference=str(delivery.pk),
+        status_callback_url=status_callback_url(delivery),
+        metadata={"beacon_delivery": str(delivery.pk)},
+    )
+
+
+def _record(sent: list[_Sent]) -> dict[str, str]:
+    """Write a flush's attempts, statuses and events: a few statements, whatever its size."""
+    if not sent:
+        return {}
+    finished = timezone.now()
+    changes: list[StatusChange] = []
+    retry_now: list[tuple[Delivery, float]] = []
+    for item in sent:
+        _apply(item, finished, changes, retry_now)
+    ids = [item.delivery.pk for item in sent]
+    with transaction.atomic():
+        # Lock the rows we are about to move: a provider callback that landed while the
+        # message was in flight has already moved its delivery on, and keeps its status.
+        movable = set(
+            Delivery.objects.select_for_update()
+            .filter(pk__in=ids, status=DeliveryStatus.SENDING)
+            .values_list("pk", flat=True)
+        )
+        DeliveryAttempt.objects.bulk_update([item.attempt for item in sent], ATTEMPT_RESULT_FIELDS)
+        moved = [item.delivery for item in sent if item.delivery.pk in movable]
+        if moved:
+            Delivery.objects.bulk_update(moved, DELIVERY_RESULT_FIELDS)
+        events_record([change for change in changes if change.delivery_id in movable])
+        overtaken = [item for item in sent if item.delivery.pk not in movable]
+        if overtaken:
+            _keep_overtaken(overtaken, finished)
+        retries = [(d, delay) for d, delay in retry_now if d.pk in movable]
+        if retries:
+            enqueue_dispatch(
+                [Dispatch(d.pk, d.channel, d.attempt_count) for d, _ in retries],
+                countdown=max(delay for _, delay in retries),
+            )
+    outcomes = {str(item.delivery.pk): item.delivery.status for item in sent if item.delivery.pk in movable}
+    if overtaken:
+        current = Delivery.objects.filter(pk__in=[item.delivery.pk for item in overtaken]).values_list("pk", "status")
+        outcomes.update({str(pk): status for pk, status in current})
+    return outcomes
+
+
+def _apply(item: _Sent, finished: datetime, changes: list[StatusChange], retry_now: list) -> None:
+    """Set the in-memory attempt and delivery to what the provider's answer means."""
+    delivery, attempt, outcome = item.delivery, item.attempt, item.outcome
+    attempt.finished_at, attempt.duration_ms = finished, item.duration_ms
+    delivery.updated_at = finished
+    if isinstance(outcome, SendResult):
+        attempt.outcome = DeliveryAttempt.Outcome.SUCCESS
+        attempt.response_code, attempt.provider_message_id = outcome.response_code, outcome.provider_message_id
+        delivery.status, delivery.sent_at = outcome.status, finished
+        delivery.provider, delivery.provider_message_id, delivery.cost = (
+            attempt.provider,
+            outcome.provider_message_id,
+            outcome.cost,
+        )
+        delivery.next_attempt_at, delivery.enqueued_at, delivery.error_code, delivery.error_message = None, None, "", ""
+        changes.append(
+            StatusChange(
+                delivery.pk,
+                DeliveryStatus.SENDING,
+                outcome.status,
+                "dispatch",
+                finished,
+                detail=f"accepted by {attempt.provider}",
+            )
+        )
+        return
+    error = outcome
+    attempt.outcome = DeliveryAttempt.Outcome.RETRYABLE if error.retryable else DeliveryAttempt.Outcome.PERMANENT
+    attempt.response_code, attempt.error = error.status_code, error.message[:2000]
+    attempt.retry_after_seconds = error.retry_after
+    delivery.error_code, delivery.error_message = (error.code or "")[:64], error.message[:2000]
+    if error.retryable and delivery.attempt_count < delivery.max_attempts:
+        delay = retry_delay(attempt=delivery.attempt_count, retry_after=error.retry_after)
+        delivery.status, delivery.next_attempt_at = DeliveryStatus.QUEUED, finished + timedelta(seconds=delay)
+        if waits_for_sweep(delay):
+            delivery.enqueued_at = None
+        else:
+            delivery.enqueued_at = finished
+            retry_now.append((delivery, delay))
+        detail = f"retry in {delay:.1f}s: {error.message}"
+    else:
+        delivery.status, delivery.failed_at = DeliveryStatus.FAILED, finished
+        delivery.next_attempt_at, delivery.enqueued_at = None, None
+        detail = f"{'gave up after retries' if error.retryable else 'permanent error'}: {error.message}"
+    changes.append(StatusChange(delivery.pk, DeliveryStatus.SENDING, delivery.status, "dispatch", finished, detail))
+
+
+def _keep_overtaken(overtaken: list[_Sent], finished: datetime) -> None:
+    """A callback moved these on first: keep its status and error, add what we learned."""
+    accepted = [item.delivery for item in overtaken if isinstance(item.outcome, SendResult)]
+    if not accepted:
+        return
+    Delivery.objects.bulk_update(accepted, ["provider", "provider_message_id", "cost", "updated_at"])
+    Delivery.objects.filter(pk__in=[d.pk for d in accepted], sent_at__isnull=True).update(sent_at=finished)
+
+
+def _release(*, handed: list[tuple[Delivery, DeliveryAttempt]], not_handed: list[Delivery], error: ProviderError):
+    """Put back, unsent, the deliveries a throttling provider kept us from sending: they
+    keep their attempt count and go out after the provider's Retry-After."""
+    if not handed and not not_handed:
+        return {}
+    now = timezone.now()
+    delay = retry_delay(attempt=1, retry_after=error.retry_after)
+    deliveries = [d for d, _ in handed] + not_handed
+    sweep_waits = waits_for_sweep(delay)
+    with transaction.atomic():
+        DeliveryAttempt.objects.filter(pk__in=[a.pk for _, a in handed]).delete()
+        Delivery.objects.filter(pk__in=[d.pk for d in deliveries], status=DeliveryStatus.SENDING).update(
+            status=DeliveryStatus.QUEUED,
+            attempt_count=F("attempt_count") - 1,
+            next_attempt_at=now + timedelta(seconds=delay),
+            enqueued_at=None if sweep_waits else now,
+            updated_at=now,
+        )
+        events_record(
+            [
+                StatusChange(
+                    d.pk,
+                    DeliveryStatus.SENDING,
+                    DeliveryStatus.QUEUED,
+                    "dispatch",
+                    now,
+                    detail=f"not sent: the provider is throttling; retry in {delay:.1f}s",
+                )
+                for d, _ in handed
+            ]
+        )
+        if not sweep_waits:
+            enqueue_dispatch([Dispatch(d.pk, d.channel, d.attempt_count - 1) for d in deliveries], countdown=delay)
+    return {str(d.pk): DeliveryStatus.QUEUED for d in deliveries}

@@ -1,0 +1,48 @@
+"""Render: the pinned template version (or a literal subject and message) becomes each
+channel's final text for one recipient, under the channel's rules (templates.services)."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+
+from providers.channels import CHANNELS
+from templates.models import Template
+from templates.rendering import RenderError
+from templates.services import RenderedMessage, check_rendered, template_render
+
+
+def messages_render(
+    *, channels: list[str], recipient: dict, template: Template | None, context: dict, subject: str, message: str
+) -> list[RenderedMessage]:
+    """One rendered message per channel, in order; a ValidationError names every problem."""
+    errors: dict[str, list[str]] = {}
+    rendered = []
+    for channel in channels:
+        address_field = CHANNELS[channel].address_field
+        if not recipient.get(address_field):
+            errors.setdefault(f"recipient.{address_field}", []).append(f"Required to send on the {channel} channel.")
+            continue
+        try:
+            if template is not None:
+                values = {
+                    "recipient_name": recipient.get("name") or "",
+                    "recipient_email": recipient.get("email") or "",
+                    "recipient_phone": recipient.get("phone") or "",
+                    **context,
+                }
+                item = template_render(
+                    version=template.current_version, channel=channel, locale=recipient.get("locale"), context=values
+                )
+            else:
+                item = RenderedMessage(
+                    channel=channel, locale="", subject=subject, body=message, html_body="", filled_defaults=[]
+                )
+                check_rendered(item)
+        except RenderError as exc:
+            for field, messages in exc.errors.items():
+                errors.setdefault(field, []).extend(f"{channel}: {m}" for m in messages)
+            continue
+        rendered.append(item)
+    if errors:
+        raise ValidationError(errors)
+    return rendered

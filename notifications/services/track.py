@@ -1,0 +1,44 @@
+"""Track: provider-reported statuses (Twilio callbacks, ESP events) move a delivery forward."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from ..models import Delivery
+from .events import TIMESTAMP_FIELD, can_move, event_record
+
+
+def delivery_track(
+    *,
+    delivery: Delivery,
+    status: str,
+    source: str,
+    occurred_at: datetime | None = None,
+    payload: dict | None = None,
+    error_code: str = "",
+    error_message: str = "",
+) -> bool:
+    """Apply a provider-reported status. Moves only forward: late, repeated or
+    out-of-order reports change nothing. Returns whether the delivery changed."""
+    occurred_at = occurred_at or timezone.now()
+    for _ in range(5):
+        current = Delivery.objects.values_list("status", flat=True).get(pk=delivery.pk)
+        if not can_move(current, status):
+            return False
+        fields = {"status": status, "updated_at": timezone.now()}
+        if status in TIMESTAMP_FIELD:
+            fields[TIMESTAMP_FIELD[status]] = occurred_at
+        if error_code or error_message:
+            fields.update(error_code=error_code[:64], error_message=error_message[:2000])
+        with transaction.atomic():
+            # Conditional on the status we read: a concurrent callback makes this a no-op
+            # and we read again.
+            if Delivery.objects.filter(pk=delivery.pk, status=current).update(**fields):
+                event_record(
+                    delivery, current, status, source, occurred_at, payload=payload, detail=error_message[:500]
+                )
+                return True
+    return False

@@ -1,0 +1,88 @@
+"""The channel spec: everything Beacon knows about a channel, declared once.
+
+The send serializer (which recipient field a channel needs), template validation and
+rendering (content fields and limits), the provider registry and settings (which provider
+kinds may send it, and which one is the default), the status-callback views and the admin
+all read `CHANNELS`. Adding a channel is one `ChannelSpec` here plus one adapter module
+(see the README's "Adding a channel").
+
+This module imports nothing of Django's, so that `config.settings` can read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Kinds every channel accepts: development and dry runs, no network.
+UNIVERSAL_PROVIDER_KINDS = ("console",)
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    name: str
+    label: str
+    # The recipient field that addresses this channel (`email`, `phone`, ...).
+    address_field: str
+    # The template content fields this channel uses; the others are dropped on save.
+    content_fields: tuple[str, ...] = ("body",)
+    # Content fields that may not be blank.
+    required_fields: tuple[str, ...] = ("body",)
+    # Longest rendered body, where the channel sets one (None: BEACON_MAX_BODY_CHARS only).
+    max_body_chars: int | None = None
+    # Whether the rendered body is counted in SMS segments (GSM-7 / UCS-2).
+    counts_segments: bool = False
+    # Whether providers report status changes back through a signed callback, and the URL
+    # name of Beacon's view for it when the provider takes a callback URL per message.
+    status_callbacks: bool = False
+    callback_route: str = ""
+    # Provider kinds that can send this channel, besides the universal ones.
+    provider_kinds: tuple[str, ...] = ()
+    # The default kind: the first (kind, environment variable) whose variable is set;
+    # an empty variable name always matches.
+    default_providers: tuple[tuple[str, str], ...] = (("console", ""),)
+
+    @property
+    def setting(self) -> str:
+        """The setting (and environment variable) that picks this channel's provider kind."""
+        return f"BEACON_{self.name.upper()}_PROVIDER"
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return (*self.provider_kinds, *UNIVERSAL_PROVIDER_KINDS)
+
+    def default_kind(self, environ) -> str:
+        for kind, variable in self.default_providers:
+            if not variable or environ.get(variable):
+                return kind
+        return UNIVERSAL_PROVIDER_KINDS[0]
+
+
+EMAIL = ChannelSpec(
+    name="email",
+    label="Email",
+    address_field="email",
+    content_fields=("subject", "body", "html_body"),
+    required_fields=("subject", "body"),
+    status_callbacks=True,  # ESP tracking webhooks through django-anymail
+    provider_kinds=("django",),
+    default_providers=(("django", ""),),
+)
+
+SMS = ChannelSpec(
+    name="sms",
+    label="SMS",
+    address_field="phone",
+    content_fields=("body",),
+    max_body_chars=1600,
+    counts_segments=True,
+    status_callbacks=True,  # Twilio's signed status callback
+    callback_route="sms-status-callback",
+    provider_kinds=("twilio",),
+    default_providers=(("twilio", "TWILIO_ACCOUNT_SID"), ("console", "")),
+)
+
+CHANNELS: dict[str, ChannelSpec] = {spec.name: spec for spec in (EMAIL, SMS)}
+
+
+def channel_spec(name: str) -> ChannelSpec:
+    return CHANNELS[name]
