@@ -1,5 +1,7 @@
 import secrets
+import time
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
@@ -31,18 +33,38 @@ def api_token_issue(*, username: str, create: bool = False, name: str = "") -> t
 
 def api_token_revoke(*, token: ApiToken) -> None:
     ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    _authenticated.pop(token.digest, None)
+
+
+# digest -> (monotonic expiry, account): every API request reads its token, so a process
+# remembers a good one for BEACON_TOKEN_CACHE_SECONDS. Revoking a token or saving its
+# account forgets it here at once; other processes notice within that many seconds.
+_authenticated: dict[str, tuple[float, object]] = {}
+_CACHE_LIMIT = 10_000
 
 
 def api_token_authenticate(*, raw_token: str):
     """The active account owning the token, or None."""
-    token = (
-        ApiToken.objects.select_related("account")
-        .filter(digest=token_digest(raw_token), revoked_at__isnull=True)
-        .first()
-    )
+    digest = token_digest(raw_token)
+    cached = _authenticated.get(digest)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    token = ApiToken.objects.select_related("account").filter(digest=digest, revoked_at__isnull=True).first()
     if token is None or not token.account.is_active:
+        _authenticated.pop(digest, None)
         return None
     now = timezone.now()
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    if settings.BEACON_TOKEN_CACHE_SECONDS > 0:
+        if len(_authenticated) >= _CACHE_LIMIT:
+            _authenticated.clear()
+        _authenticated[digest] = (time.monotonic() + settings.BEACON_TOKEN_CACHE_SECONDS, token.account)
     return token.account
+
+
+def account_tokens_forget(*, account_id) -> None:
+    """Drop the remembered tokens of an account (it was changed or deleted)."""
+    for digest, (_, account) in list(_authenticated.items()):
+        if account.pk == account_id:
+            _authenticated.pop(digest, None)

@@ -19,8 +19,11 @@ def template_get(*, account, template_id) -> Template | None:
 
 
 def template_resolve(*, account, reference: str) -> Template | None:
-    """A usable template by id or key; the account's own key wins over a system default."""
-    queryset = template_list(account=account).filter(is_active=True)
+    """A usable template by id or key; the account's own key wins over a system default.
+    One query: its contents come from `version_contents`, cached per immutable version."""
+    queryset = Template.objects.filter(Q(account=account) | Q(account__isnull=True), is_active=True).select_related(
+        "current_version"
+    )
     try:
         return queryset.filter(pk=uuid.UUID(str(reference))).first()
     except ValueError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -249,9 +250,16 @@ def template_archive(*, template: Template) -> None:
     Template.objects.filter(pk=template.pk).update(is_active=False)
 
 
+@lru_cache(maxsize=1024)
+def version_contents(version_id) -> tuple[TemplateContent, ...]:
+    """A version's contents. Versions never change once written, so every send of a
+    template reads them from the database once per process."""
+    return tuple(TemplateContent.objects.filter(version_id=version_id))
+
+
 def content_select(*, version: TemplateVersion, channel: str, locale: str | None) -> TemplateContent | None:
     """The content for a channel in the closest locale: es-MX, then es, then the default."""
-    by_locale = {c.locale: c for c in version.contents.all() if c.channel == channel}
+    by_locale = {c.locale: c for c in version_contents(version.pk) if c.channel == channel}
     for candidate in locale_candidates(locale):
         if candidate in by_locale:
             return by_locale[candidate]
