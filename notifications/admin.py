@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 
+from providers.channels import CHANNELS
 from templates.admin import ImmutableAdmin
 
 from .models import Delivery, DeliveryAttempt, DeliveryEvent, IdempotencyKey, Notification, Recipient
@@ -59,13 +60,18 @@ def _apply(modeladmin, request, queryset, service, verb):
 
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ("id", "account", "channel", "to", "status", "attempt_count", "provider", "created_at", "sent_at")
+    list_display = ("id", "account", "channel", "address", "status", "attempt_count", "provider", "created_at", "sent_at")
     list_filter = ("status", "channel", "provider", "created_at")
     search_fields = ("=id", "to", "provider_message_id", "notification__recipient__external_id", "account__username")
     date_hierarchy = "created_at"
     list_select_related = ("account",)
     inlines = [DeliveryAttemptInline, DeliveryEventInline]
     actions = ["resend", "cancel"]
+
+    @admin.display(description="to", ordering="to")
+    def address(self, delivery):
+        """The address with the recipient field it came from (the channel spec's)."""
+        return f"{CHANNELS[delivery.channel].address_field}: {delivery.to}"
 
     def get_readonly_fields(self, request, obj=None):
         # Status and content change only through services (actions, workers, callbacks).
