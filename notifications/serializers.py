@@ -108,30 +108,36 @@ class SendSerializer(_MessageSerializer):
             raise serializers.ValidationError({"recipient": missing})
 
 
+class IndexedListSerializer(serializers.ListSerializer):
+    """A list validated by one child serializer (no copy per item), its errors keyed by the
+    index of each bad item, and its length bounded by BEACON_BATCH_MAX_RECIPIENTS."""
+
+    def to_internal_value(self, data):
+        limit = settings.BEACON_BATCH_MAX_RECIPIENTS
+        if isinstance(data, list) and len(data) > limit:
+            raise serializers.ValidationError(f"At most {limit} recipients per request; this one has {len(data)}.")
+        try:
+            return super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if isinstance(exc.detail, list) and len(exc.detail) == len(data):
+                raise serializers.ValidationError(
+                    {str(index): error for index, error in enumerate(exc.detail) if error}
+                ) from None
+            raise
+
+
 class BatchRecipientSerializer(RecipientSerializer):
     context = serializers.DictField(required=False, default=dict)
+
+    class Meta:
+        list_serializer_class = IndexedListSerializer
 
 
 class BatchSendSerializer(_MessageSerializer):
     """One message to many recipients, each with its own context. Refused as a whole: the
     errors are keyed by the index of each bad item."""
 
-    recipients = serializers.ListField(child=serializers.JSONField(), min_length=1)
-
-    def validate_recipients(self, value):
-        limit = settings.BEACON_BATCH_MAX_RECIPIENTS
-        if len(value) > limit:
-            raise serializers.ValidationError(f"At most {limit} recipients per request; this one has {len(value)}.")
-        cleaned, errors = [], {}
-        for index, item in enumerate(value):
-            serializer = BatchRecipientSerializer(data=item)
-            if serializer.is_valid():
-                cleaned.append(serializer.validated_data)
-            else:
-                errors[str(index)] = serializer.errors
-        if errors:
-            raise serializers.ValidationError(errors)
-        return cleaned
+    recipients = BatchRecipientSerializer(many=True, allow_empty=False)
 
     def validate_recipients_for(self, attrs) -> None:
         errors = {}

@@ -17,6 +17,7 @@ from django.utils import timezone
 from providers.channels import CHANNELS
 from templates.models import Template
 
+from ..copy import rows_insert
 from ..models import Delivery, DeliveryStatus, IdempotencyKey, Notification, Recipient
 from ..queue import Dispatch, enqueue_dispatch
 from ..receipts import batch_receipt, receipt
@@ -283,8 +284,8 @@ def _accept(
                             delivery.pk, "", delivery.status, source, now, detail=delivery.error_message or "accepted"
                         )
                     )
-            Notification.objects.bulk_create(notifications)
-            Delivery.objects.bulk_create(deliveries)
+            rows_insert(Notification, notifications)
+            rows_insert(Delivery, deliveries)
             events_record(changes)
             body = (
                 batch_receipt(notifications, by_notification)

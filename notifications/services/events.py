@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from ..copy import rows_insert
 from ..models import FINAL_STATUSES, PROGRESS_RANK, Delivery, DeliveryEvent, DeliveryStatus
 
 # The timestamp column each status sets on its delivery.
@@ -59,8 +60,7 @@ class StatusChange:
 
 def events_record(changes: list[StatusChange]) -> None:
     """Append the events of a batch of status changes in one statement."""
-    if changes:
-        DeliveryEvent.objects.bulk_create([change.as_event() for change in changes])
+    rows_insert(DeliveryEvent, [change.as_event() for change in changes])
 
 
 def event_record(
