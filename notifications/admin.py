@@ -60,7 +60,17 @@ def _apply(modeladmin, request, queryset, service, verb):
 
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ("id", "account", "channel", "address", "status", "attempt_count", "provider", "created_at", "sent_at")
+    list_display = (
+        "id",
+        "account",
+        "channel",
+        "address",
+        "status",
+        "attempt_count",
+        "provider",
+        "created_at",
+        "sent_at",
+    )
     list_filter = ("status", "channel", "provider", "created_at")
     search_fields = ("=id", "to", "provider_message_id", "notification__recipient__external_id", "account__username")
     date_hierarchy = "created_at"
