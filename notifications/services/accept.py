@@ -17,7 +17,7 @@ from django.utils import timezone
 from providers.channels import CHANNELS
 from templates.models import Template
 
-from ..copy import rows_insert
+from ..bulk import rows_insert
 from ..models import Delivery, DeliveryStatus, IdempotencyKey, Notification, Recipient
 from ..queue import Dispatch, enqueue_dispatch
 from ..receipts import batch_receipt, receipt

@@ -29,6 +29,7 @@ from providers.base import OutboundMessage, ProviderConfigurationError, Provider
 from providers.channels import CHANNELS
 from providers.registry import providers_for
 
+from ..bulk import rows_update
 from ..models import Delivery, DeliveryAttempt, DeliveryStatus
 from ..queue import Dispatch, enqueue_dispatch
 from .events import StatusChange, events_record
@@ -140,57 +141,67 @@ class _Sent:
 
 
 def _dispatch_channel(channel: str, claimed: list[Delivery]) -> dict[str, str]:
+    """Hand the claimed deliveries to the provider flush by flush. One transaction between
+    two flushes records the outcomes of the last one and hands off the next (its attempts
+    committed as pending before any of it is sent): a few statements per flush."""
     try:
-        provider = providers_for(channel)[0]
+        provider, failure = providers_for(channel)[0], None
     except ProviderConfigurationError as error:
-        attempts = _hand_off(claimed, provider_kind="", remaining=[])
-        return _record([_Sent(d, a, error, 0) for d, a in zip(claimed, attempts, strict=True)])
+        provider, failure = None, error
+    kind = provider.kind if provider else ""
+    size = settings.BEACON_DISPATCH_FLUSH_SIZE if provider else len(claimed)
+    lease = settings.BEACON_SENDING_LEASE_SECONDS
     outcomes: dict[str, str] = {}
-    pending = list(claimed)
-    flush = settings.BEACON_DISPATCH_FLUSH_SIZE
-    while pending:
-        chunk, pending = pending[:flush], pending[flush:]
-        attempts = _hand_off(chunk, provider_kind=provider.kind, remaining=pending)
+    pending, sent, unsent, throttled = list(claimed), [], [], None
+    renewed = time.monotonic()
+    while True:
+        chunk, pending = ([], pending) if throttled else (pending[:size], pending[size:])
+        changes: list[StatusChange] = []
+        with transaction.atomic():
+            recorded, overtaken = _record(sent, changes)
+            if throttled is not None:
+                # The provider asked us to slow down: the rest of the batch waits rather
+                # than hammering it, and goes out together after its Retry-After.
+                recorded.update(_release(handed=unsent, not_handed=pending, error=throttled, changes=changes))
+            attempts = _hand_off(chunk, kind, changes)
+            if pending and time.monotonic() - renewed > lease / 4:
+                # A long batch (a slow provider) keeps its claim: the sweep must not take
+                # its waiting deliveries for a dead worker's.
+                Delivery.objects.filter(pk__in=[d.pk for d in pending]).update(claimed_at=timezone.now())
+                renewed = time.monotonic()
+            events_record(changes)
+        outcomes.update(recorded)
+        if overtaken:
+            current = Delivery.objects.filter(pk__in=overtaken).values_list("pk", "status")
+            outcomes.update({str(pk): status for pk, status in current})
+        if not chunk:
+            return outcomes
+        if provider is None:
+            sent = [_Sent(d, a, failure, 0) for d, a in zip(chunk, attempts, strict=True)]
+            continue
         sent, throttled = _send(provider, chunk, attempts)
-        outcomes.update(_record(sent))
-        if throttled is not None:
-            # The provider asked us to slow down: the rest of the batch waits rather than
-            # hammering it, and goes out together after Retry-After (or the backoff).
-            unsent = chunk[len(sent) :]
-            outcomes.update(
-                _release(
-                    handed=list(zip(unsent, attempts[len(sent) :], strict=True)),
-                    not_handed=pending,
-                    error=throttled,
-                )
-            )
-            break
-    return outcomes
+        unsent = list(zip(chunk[len(sent) :], attempts[len(sent) :], strict=True))
 
 
-def _hand_off(chunk: list[Delivery], *, provider_kind: str, remaining: list[Delivery]) -> list[DeliveryAttempt]:
-    """Commit the attempts (outcome pending) of the deliveries about to reach the provider,
-    and renew the lease of the whole batch's claim."""
+def _hand_off(chunk: list[Delivery], provider_kind: str, changes: list[StatusChange]) -> list[DeliveryAttempt]:
+    """The attempts (outcome pending) of the deliveries about to reach the provider."""
+    if not chunk:
+        return []
     now = timezone.now()
-    with transaction.atomic():
-        Delivery.objects.filter(pk__in=[d.pk for d in (*chunk, *remaining)]).update(claimed_at=now)
-        attempts = DeliveryAttempt.objects.bulk_create(
-            [DeliveryAttempt(delivery=d, number=d.attempt_count, provider=provider_kind, started_at=now) for d in chunk]
+    changes += [
+        StatusChange(
+            d.pk,
+            DeliveryStatus.QUEUED,
+            DeliveryStatus.SENDING,
+            "dispatch",
+            now,
+            detail=f"attempt {d.attempt_count} via {provider_kind or '-'}",
         )
-        events_record(
-            [
-                StatusChange(
-                    d.pk,
-                    DeliveryStatus.QUEUED,
-                    DeliveryStatus.SENDING,
-                    "dispatch",
-                    now,
-                    detail=f"attempt {d.attempt_count} via {provider_kind or '-'}",
-                )
-                for d in chunk
-            ]
-        )
-    return attempts
+        for d in chunk
+    ]
+    return DeliveryAttempt.objects.bulk_create(
+        [DeliveryAttempt(delivery=d, number=d.attempt_count, provider=provider_kind, started_at=now) for d in chunk]
+    )
 
 
 def _send(provider, chunk: list[Delivery], attempts: list[DeliveryAttempt]) -> tuple[list[_Sent], ProviderError | None]:
@@ -226,43 +237,36 @@ def _message(delivery: Delivery) -> OutboundMessage:
     )
 
 
-def _record(sent: list[_Sent]) -> dict[str, str]:
-    """Write a flush's attempts, statuses and events: a few statements, whatever its size."""
+def _record(sent: list[_Sent], changes: list[StatusChange]) -> tuple[dict[str, str], list]:
+    """Write a flush's attempts and statuses (two statements, whatever its size) and add its
+    events to `changes`. Returns the new statuses of the deliveries it moved, and the ids
+    of those a provider callback had already moved on (they keep their status)."""
     if not sent:
-        return {}
+        return {}, []
     finished = timezone.now()
-    changes: list[StatusChange] = []
+    ours: list[StatusChange] = []
     retry_now: list[tuple[Delivery, float]] = []
     for item in sent:
-        _apply(item, finished, changes, retry_now)
-    ids = [item.delivery.pk for item in sent]
-    with transaction.atomic():
-        # Lock the rows we are about to move: a provider callback that landed while the
-        # message was in flight has already moved its delivery on, and keeps its status.
-        movable = set(
-            Delivery.objects.select_for_update()
-            .filter(pk__in=ids, status=DeliveryStatus.SENDING)
-            .values_list("pk", flat=True)
-        )
-        DeliveryAttempt.objects.bulk_update([item.attempt for item in sent], ATTEMPT_RESULT_FIELDS)
-        moved = [item.delivery for item in sent if item.delivery.pk in movable]
-        if moved:
-            Delivery.objects.bulk_update(moved, DELIVERY_RESULT_FIELDS)
-        events_record([change for change in changes if change.delivery_id in movable])
-        overtaken = [item for item in sent if item.delivery.pk not in movable]
-        if overtaken:
-            _keep_overtaken(overtaken, finished)
-        retries = [(d, delay) for d, delay in retry_now if d.pk in movable]
-        if retries:
-            enqueue_dispatch(
-                [Dispatch(d.pk, d.channel, d.attempt_count) for d, _ in retries],
-                countdown=max(delay for _, delay in retries),
-            )
-    outcomes = {str(item.delivery.pk): item.delivery.status for item in sent if item.delivery.pk in movable}
+        _apply(item, finished, ours, retry_now)
+    rows_update(DeliveryAttempt, [item.attempt for item in sent], ATTEMPT_RESULT_FIELDS)
+    movable = rows_update(
+        Delivery,
+        [item.delivery for item in sent],
+        DELIVERY_RESULT_FIELDS,
+        only_where={"status": DeliveryStatus.SENDING},
+    )
+    changes += [change for change in ours if change.delivery_id in movable]
+    overtaken = [item for item in sent if item.delivery.pk not in movable]
     if overtaken:
-        current = Delivery.objects.filter(pk__in=[item.delivery.pk for item in overtaken]).values_list("pk", "status")
-        outcomes.update({str(pk): status for pk, status in current})
-    return outcomes
+        _keep_overtaken(overtaken, finished)
+    retries = [(d, delay) for d, delay in retry_now if d.pk in movable]
+    if retries:
+        enqueue_dispatch(
+            [Dispatch(d.pk, d.channel, d.attempt_count) for d, _ in retries],
+            countdown=max(delay for _, delay in retries),
+        )
+    moved = {str(item.delivery.pk): item.delivery.status for item in sent if item.delivery.pk in movable}
+    return moved, [item.delivery.pk for item in overtaken]
 
 
 def _apply(item: _Sent, finished: datetime, changes: list[StatusChange], retry_now: list) -> None:
@@ -317,41 +321,44 @@ def _keep_overtaken(overtaken: list[_Sent], finished: datetime) -> None:
     accepted = [item.delivery for item in overtaken if isinstance(item.outcome, SendResult)]
     if not accepted:
         return
-    Delivery.objects.bulk_update(accepted, ["provider", "provider_message_id", "cost", "updated_at"])
+    rows_update(Delivery, accepted, ["provider", "provider_message_id", "cost", "updated_at"])
     Delivery.objects.filter(pk__in=[d.pk for d in accepted], sent_at__isnull=True).update(sent_at=finished)
 
 
-def _release(*, handed: list[tuple[Delivery, DeliveryAttempt]], not_handed: list[Delivery], error: ProviderError):
+def _release(
+    *,
+    handed: list[tuple[Delivery, DeliveryAttempt]],
+    not_handed: list[Delivery],
+    error: ProviderError,
+    changes: list[StatusChange],
+) -> dict[str, str]:
     """Put back, unsent, the deliveries a throttling provider kept us from sending: they
     keep their attempt count and go out after the provider's Retry-After."""
-    if not handed and not not_handed:
+    deliveries = [d for d, _ in handed] + not_handed
+    if not deliveries:
         return {}
     now = timezone.now()
     delay = retry_delay(attempt=1, retry_after=error.retry_after)
-    deliveries = [d for d, _ in handed] + not_handed
     sweep_waits = waits_for_sweep(delay)
-    with transaction.atomic():
-        DeliveryAttempt.objects.filter(pk__in=[a.pk for _, a in handed]).delete()
-        Delivery.objects.filter(pk__in=[d.pk for d in deliveries], status=DeliveryStatus.SENDING).update(
-            status=DeliveryStatus.QUEUED,
-            attempt_count=F("attempt_count") - 1,
-            next_attempt_at=now + timedelta(seconds=delay),
-            enqueued_at=None if sweep_waits else now,
-            updated_at=now,
+    DeliveryAttempt.objects.filter(pk__in=[a.pk for _, a in handed]).delete()
+    Delivery.objects.filter(pk__in=[d.pk for d in deliveries], status=DeliveryStatus.SENDING).update(
+        status=DeliveryStatus.QUEUED,
+        attempt_count=F("attempt_count") - 1,
+        next_attempt_at=now + timedelta(seconds=delay),
+        enqueued_at=None if sweep_waits else now,
+        updated_at=now,
+    )
+    changes += [
+        StatusChange(
+            d.pk,
+            DeliveryStatus.SENDING,
+            DeliveryStatus.QUEUED,
+            "dispatch",
+            now,
+            detail=f"not sent: the provider is throttling; retry in {delay:.1f}s",
         )
-        events_record(
-            [
-                StatusChange(
-                    d.pk,
-                    DeliveryStatus.SENDING,
-                    DeliveryStatus.QUEUED,
-                    "dispatch",
-                    now,
-                    detail=f"not sent: the provider is throttling; retry in {delay:.1f}s",
-                )
-                for d, _ in handed
-            ]
-        )
-        if not sweep_waits:
-            enqueue_dispatch([Dispatch(d.pk, d.channel, d.attempt_count - 1) for d in deliveries], countdown=delay)
+        for d, _ in handed
+    ]
+    if not sweep_waits:
+        enqueue_dispatch([Dispatch(d.pk, d.channel, d.attempt_count - 1) for d in deliveries], countdown=delay)
     return {str(d.pk): DeliveryStatus.QUEUED for d in deliveries}

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ..copy import rows_insert
+from ..bulk import rows_insert
 from ..models import FINAL_STATUSES, PROGRESS_RANK, Delivery, DeliveryEvent, DeliveryStatus
 
 # The timestamp column each status sets on its delivery.
