@@ -17,7 +17,7 @@ from django.utils import timezone
 from providers.channels import CHANNELS
 from templates.models import Template
 
-from ..bulk import rows_insert
+from ..bulk import rows_insert, rows_insert_returning, rows_update
 from ..models import Delivery, DeliveryStatus, IdempotencyKey, Notification, Recipient
 from ..queue import Dispatch, enqueue_dispatch
 from ..receipts import batch_receipt, receipt
@@ -75,8 +75,9 @@ def _recipient_key(details: dict) -> tuple[str, str]:
 
 def recipients_resolve(*, account, details: list[dict]) -> list[Recipient]:
     """The account's recipient for each details dict (matched by external id, else email,
-    else phone), created or updated with the non-empty details given: one SELECT, then one
-    INSERT for the new and one UPDATE for the changed, whatever the count."""
+    else phone), created or updated with the non-empty details given, as a run of single
+    sends would leave them: one SELECT, then one INSERT for the new and one UPDATE for
+    the changed, whatever the count."""
     keys = [_recipient_key(d) for d in details]
     wanted: dict[tuple[str, str], dict] = {}
     for key, item in zip(keys, details, strict=True):
@@ -84,21 +85,15 @@ def recipients_resolve(*, account, details: list[dict]) -> list[Recipient]:
         wanted.setdefault(key, {}).update(given)
 
     found = _recipients_by_key(account, wanted.keys())
+    aliases = _same_phone_aliases(wanted, found)
+    for key, target in aliases.items():
+        wanted[target].update(wanted.pop(key))
     missing = [key for key in wanted if key not in found]
     if missing:
-        Recipient.objects.bulk_create(
-            [
-                Recipient(
-                    account=account, external_id=value if field == "external_id" else "", **wanted[(field, value)]
-                )
-                for field, value in missing
-            ],
-            ignore_conflicts=True,  # a concurrent request created the same external id first
-        )
-        found.update(_recipients_by_key(account, missing))
+        found.update(_recipients_create(account, {key: wanted[key] for key in missing}))
     changed = []
     for key, recipient in found.items():
-        updates = {field: value for field, value in wanted[key].items() if getattr(recipient, field) != value}
+        updates = {field: value for field, value in wanted.get(key, {}).items() if getattr(recipient, field) != value}
         if updates:
             for field, value in updates.items():
                 setattr(recipient, field, value)
@@ -107,8 +102,38 @@ def recipients_resolve(*, account, details: list[dict]) -> list[Recipient]:
         now = timezone.now()
         for recipient in changed:
             recipient.updated_at = now
-        Recipient.objects.bulk_update(changed, [*RECIPIENT_DETAILS, "updated_at"])
-    return [found[key] for key in keys]
+        rows_update(Recipient, changed, [*RECIPIENT_DETAILS, "updated_at"])
+    return [found[aliases.get(key, key)] for key in keys]
+
+
+def _same_phone_aliases(wanted: dict, found: dict) -> dict:
+    """A phone-only item that no stored recipient matches is the recipient an earlier item
+    (matched by email) gives that phone to: a single send after that one would find it."""
+    phones: dict[str, tuple[str, str]] = {}
+    aliases = {}
+    for key, given in wanted.items():
+        if key[0] == "email":
+            phone = given.get("phone") or (found[key].phone if key in found else "")
+            if phone:
+                phones.setdefault(phone, key)
+        elif key[0] == "phone" and key not in found and key[1] in phones:
+            aliases[key] = phones[key[1]]
+    return aliases
+
+
+def _recipients_create(account, wanted: dict) -> dict[tuple[str, str], Recipient]:
+    rows = [
+        Recipient(account=account, external_id=value if field == "external_id" else "", **details)
+        for (field, value), details in wanted.items()
+    ]
+    # A concurrent request may create the same external id first: those rows are skipped
+    # here and read back.
+    inserted = rows_insert_returning(Recipient, rows, ignore_conflicts=True)
+    created = {_recipient_key(vars(row)): row for row in inserted}
+    late = [key for key in wanted if key not in created]
+    if late:
+        created.update(_recipients_by_key(account, late))
+    return created
 
 
 def _recipients_by_key(account, keys) -> dict[tuple[str, str], Recipient]:
