@@ -351,6 +351,12 @@ def _render_items(*, channels, items: list[Item], template, subject, message, ba
                 message=message,
             )
         ]
+    if template is None:
+        # A literal message reads the same for everyone: a problem with it is the
+        # request's, named once, not once per recipient.
+        messages_render(
+            channels=channels, recipient=items[0].recipient, template=None, context={}, subject=subject, message=message
+        )
     rendered, errors = [], {}
     for index, item in enumerate(items):
         try:

@@ -93,9 +93,10 @@ def deliveries_dispatch(*, items: list[tuple[object, int | None]]) -> dict[str, 
     it, or this message is a stale duplicate) is not claimed, so a batch task run twice
     sends nothing twice. Returns each delivery's new status, or "not-claimed", by id.
     """
-    claimed = _claim(items)
+    position = {str(delivery_id): index for index, (delivery_id, _) in enumerate(items)}
+    claimed = sorted(_claim(items), key=lambda d: (d.channel, position[str(d.pk)]))  # in the order given
     outcomes: dict[str, str] = {}
-    for channel, group in groupby(sorted(claimed, key=lambda d: d.channel), key=lambda d: d.channel):
+    for channel, group in groupby(claimed, key=lambda d: d.channel):
         outcomes.update(_dispatch_channel(channel, list(group)))
     return {str(delivery_id): outcomes.get(str(delivery_id), NOT_CLAIMED) for delivery_id, _ in items}
 
