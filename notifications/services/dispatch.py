@@ -165,6 +165,9 @@ def _dispatch_channel(channel: str, claimed: list[Delivery]) -> dict[str, str]:
                 # than hammering it, and goes out together after its Retry-After.
                 recorded.update(_release(handed=unsent, not_handed=pending, error=throttled, changes=changes))
             attempts = _hand_off(chunk, kind, changes)
+            # One statement writes the last flush's outcomes and the next one's pending
+            # attempts (an upsert on delivery + number).
+            _attempts_write([item.attempt for item in sent] + attempts)
             if pending and time.monotonic() - renewed > lease / 4:
                 # A long batch (a slow provider) keeps its claim: the sweep must not take
                 # its waiting deliveries for a dead worker's.
@@ -200,9 +203,18 @@ def _hand_off(chunk: list[Delivery], provider_kind: str, changes: list[StatusCha
         )
         for d in chunk
     ]
-    return DeliveryAttempt.objects.bulk_create(
-        [DeliveryAttempt(delivery=d, number=d.attempt_count, provider=provider_kind, started_at=now) for d in chunk]
-    )
+    return [
+        DeliveryAttempt(delivery_id=d.pk, number=d.attempt_count, provider=provider_kind, started_at=now) for d in chunk
+    ]
+
+
+def _attempts_write(attempts: list[DeliveryAttempt]) -> None:
+    if attempts:
+        for attempt in attempts:
+            attempt.pk = None  # keyed by delivery + number: one INSERT ... ON CONFLICT for all
+        DeliveryAttempt.objects.bulk_create(
+            attempts, update_conflicts=True, unique_fields=["delivery", "number"], update_fields=ATTEMPT_RESULT_FIELDS
+        )
 
 
 def _send(provider, chunk: list[Delivery], attempts: list[DeliveryAttempt]) -> tuple[list[_Sent], ProviderError | None]:
@@ -239,8 +251,8 @@ def _message(delivery: Delivery) -> OutboundMessage:
 
 
 def _record(sent: list[_Sent], changes: list[StatusChange]) -> tuple[dict[str, str], list]:
-    """Write a flush's attempts and statuses (two statements, whatever its size) and add its
-    events to `changes`. Returns the new statuses of the deliveries it moved, and the ids
+    """Write a flush's statuses (one statement, whatever its size), set its attempts'
+    outcomes for the caller to write, and add its events to `changes`. Returns the new statuses of the deliveries it moved, and the ids
     of those a provider callback had already moved on (they keep their status)."""
     if not sent:
         return {}, []
@@ -249,7 +261,6 @@ def _record(sent: list[_Sent], changes: list[StatusChange]) -> tuple[dict[str, s
     retry_now: list[tuple[Delivery, float]] = []
     for item in sent:
         _apply(item, finished, ours, retry_now)
-    rows_update(DeliveryAttempt, [item.attempt for item in sent], ATTEMPT_RESULT_FIELDS)
     movable = rows_update(
         Delivery,
         [item.delivery for item in sent],
@@ -341,7 +352,9 @@ def _release(
     now = timezone.now()
     delay = retry_delay(attempt=1, retry_after=error.retry_after)
     sweep_waits = waits_for_sweep(delay)
-    DeliveryAttempt.objects.filter(pk__in=[a.pk for _, a in handed]).delete()
+    DeliveryAttempt.objects.filter(
+        delivery_id__in=[d.pk for d, _ in handed], outcome=DeliveryAttempt.Outcome.PENDING
+    ).delete()
     Delivery.objects.filter(pk__in=[d.pk for d in deliveries], status=DeliveryStatus.SENDING).update(
         status=DeliveryStatus.QUEUED,
         attempt_count=F("attempt_count") - 1,
