@@ -59,12 +59,27 @@ def idempotency_key(request) -> str:
     return key
 
 
-def accepted_response(accepted) -> Response:
+IDEMPOTENCY_HEADER = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)
+
+
+def accept_request(request, serializer_class, accept, arguments) -> Response:
+    """Validate a send or batch send, accept it under its Idempotency-Key, answer 202."""
+    serializer = serializer_class(data=request.data, context={"account": request.user})
+    key = idempotency_key(request)
+    serializer.is_valid(raise_exception=True)
+    try:
+        accepted = accept(
+            account=request.user,
+            **arguments(serializer.validated_data),
+            idempotency_key=key,
+            request_hash=request_fingerprint(request.data) if key else "",
+        )
+    except IdempotencyConflict:
+        raise Unprocessable("This Idempotency-Key was used with a different request body.") from None
+    except BatchInvalid as exc:
+        raise exceptions.ValidationError({"recipients": exc.errors}) from None
     headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
     return Response(accepted.body, status=accepted.status_code, headers=headers)
-
-
-IDEMPOTENCY_HEADER = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)
 
 
 class SendView(APIView):
@@ -72,19 +87,7 @@ class SendView(APIView):
 
     @extend_schema(request=SendSerializer, responses={202: AcceptedSerializer}, parameters=[IDEMPOTENCY_HEADER])
     def post(self, request):
-        serializer = SendSerializer(data=request.data, context={"account": request.user})
-        key = idempotency_key(request)
-        serializer.is_valid(raise_exception=True)
-        try:
-            accepted = notification_accept(
-                account=request.user,
-                **accept_arguments(serializer.validated_data),
-                idempotency_key=key,
-                request_hash=request_fingerprint(request.data) if key else "",
-            )
-        except IdempotencyConflict:
-            raise Unprocessable("This Idempotency-Key was used with a different request body.") from None
-        return accepted_response(accepted)
+        return accept_request(request, SendSerializer, notification_accept, accept_arguments)
 
 
 class BatchSendView(APIView):
@@ -96,21 +99,7 @@ class BatchSendView(APIView):
         request=BatchSendSerializer, responses={202: BatchAcceptedSerializer}, parameters=[IDEMPOTENCY_HEADER]
     )
     def post(self, request):
-        serializer = BatchSendSerializer(data=request.data, context={"account": request.user})
-        key = idempotency_key(request)
-        serializer.is_valid(raise_exception=True)
-        try:
-            accepted = notifications_accept_batch(
-                account=request.user,
-                **batch_arguments(serializer.validated_data),
-                idempotency_key=key,
-                request_hash=request_fingerprint(request.data) if key else "",
-            )
-        except IdempotencyConflict:
-            raise Unprocessable("This Idempotency-Key was used with a different request body.") from None
-        except BatchInvalid as exc:
-            raise exceptions.ValidationError({"recipients": exc.errors}) from None
-        return accepted_response(accepted)
+        return accept_request(request, BatchSendSerializer, notifications_accept_batch, batch_arguments)
 
 
 class TemplateTestView(APIView):

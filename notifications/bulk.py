@@ -48,6 +48,8 @@ def rows_insert(model: type[models.Model], objs: list[models.Model]) -> None:
     columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
     with connection.cursor() as cursor:
         cursor.copy_expert(f"COPY {model._meta.db_table} ({columns}) FROM STDIN WITH (FORMAT csv)", buffer)
+    for obj in objs:
+        obj._state.adding, obj._state.db = False, connection.alias
 
 
 def _quote(text: str) -> str:

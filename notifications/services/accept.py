@@ -339,37 +339,26 @@ def _accept(
 
 
 def _render_items(*, channels, items: list[Item], template, subject, message, batch: bool) -> list[list]:
+    def render(item: Item):
+        return messages_render(
+            channels=channels,
+            recipient=item.recipient,
+            template=template,
+            context=item.context,
+            subject=subject,
+            message=message,
+        )
+
     if not batch:
-        item = items[0]
-        return [
-            messages_render(
-                channels=channels,
-                recipient=item.recipient,
-                template=template,
-                context=item.context,
-                subject=subject,
-                message=message,
-            )
-        ]
+        return [render(items[0])]
     if template is None:
         # A literal message reads the same for everyone: a problem with it is the
         # request's, named once, not once per recipient.
-        messages_render(
-            channels=channels, recipient=items[0].recipient, template=None, context={}, subject=subject, message=message
-        )
+        render(items[0])
     rendered, errors = [], {}
     for index, item in enumerate(items):
         try:
-            rendered.append(
-                messages_render(
-                    channels=channels,
-                    recipient=item.recipient,
-                    template=template,
-                    context=item.context,
-                    subject=subject,
-                    message=message,
-                )
-            )
+            rendered.append(render(item))
         except ValidationError as exc:
             errors[str(index)] = exc.message_dict
     if errors:
