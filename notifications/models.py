@@ -86,7 +86,10 @@ class Notification(models.Model):
     """The intent: one message for one recipient, delivered on one or more channels."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    account = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    # Indexed by (account, -created_at) below, which also serves lookups by account alone.
+    account = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications", db_index=False
+    )
     recipient = models.ForeignKey(Recipient, on_delete=models.PROTECT, related_name="notifications")
     template = models.ForeignKey(
         "templates.Template", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
@@ -114,9 +117,15 @@ class Delivery(models.Model):
     """One channel's attempt to get a notification to its recipient, with the rendered text."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    account = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="deliveries")
+    # A delivery row is rewritten twice on its way out (claimed, then sent), and every index
+    # is written each time: so only what the hot queries need is indexed (see Meta).
+    account = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="deliveries", db_index=False
+    )
     notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries")
-    resent_from = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="resends")
+    resent_from = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="resends", db_index=False
+    )
     channel = models.CharField(max_length=16, choices=Channel.choices)
     to = models.CharField(max_length=254)
     locale = models.CharField(max_length=16, blank=True)
@@ -151,9 +160,18 @@ class Delivery(models.Model):
         verbose_name_plural = "deliveries"
         indexes = [
             models.Index(fields=["account", "-created_at"]),
-            models.Index(fields=["status", "next_attempt_at"]),
+            # The sweep's: what waits for its time (scheduled, queued), and what a worker holds.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status__in=["scheduled", "queued"]),
+                name="delivery_waiting_idx",
+            ),
+            models.Index(fields=["claimed_at"], condition=Q(status="sending"), name="delivery_sending_idx"),
             models.Index(
                 fields=["provider_message_id"], condition=~Q(provider_message_id=""), name="delivery_provider_msg_idx"
+            ),
+            models.Index(
+                fields=["resent_from"], condition=Q(resent_from__isnull=False), name="delivery_resent_from_idx"
             ),
         ]
 
@@ -170,7 +188,8 @@ class DeliveryAttempt(models.Model):
         RETRYABLE = "retryable", "Retryable error"
         PERMANENT = "permanent", "Permanent error"
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
+    # Looked up by the (delivery, number) unique index.
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts", db_index=False)
     number = models.PositiveSmallIntegerField()
     provider = models.CharField(max_length=32)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING)

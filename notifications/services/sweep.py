@@ -95,6 +95,7 @@ def _settle_abandoned(now: datetime) -> tuple[int, int]:
         rows = list(
             Delivery.objects.select_for_update(skip_locked=True)
             .filter(status=DeliveryStatus.SENDING, claimed_at__lte=lease)
+            .order_by("claimed_at")
             .annotate(handed=Exists(handed))
             .values_list("pk", "channel", "attempt_count", "handed")[: settings.BEACON_SWEEP_BATCH_SIZE]
         )
