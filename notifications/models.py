@@ -160,13 +160,19 @@ class Delivery(models.Model):
         verbose_name_plural = "deliveries"
         indexes = [
             models.Index(fields=["account", "-created_at"]),
-            # The sweep's: what waits for its time (scheduled, queued), and what a worker holds.
+            # The sweep's: what waits for its time (scheduled, queued), and what a worker
+            # holds. The NOT NULL terms keep the planner from taking them for a claim by id
+            # ("status = 'queued'" alone does not imply them; the sweep's "<= now" does).
             models.Index(
                 fields=["next_attempt_at"],
-                condition=Q(status__in=["scheduled", "queued"]),
+                condition=Q(status__in=["scheduled", "queued"], next_attempt_at__isnull=False),
                 name="delivery_waiting_idx",
             ),
-            models.Index(fields=["claimed_at"], condition=Q(status="sending"), name="delivery_sending_idx"),
+            models.Index(
+                fields=["claimed_at"],
+                condition=Q(status="sending", claimed_at__isnull=False),
+                name="delivery_sending_idx",
+            ),
             models.Index(
                 fields=["provider_message_id"], condition=~Q(provider_message_id=""), name="delivery_provider_msg_idx"
             ),

@@ -113,24 +113,35 @@ def _claim(items: list[tuple[object, int | None]]) -> list[Delivery]:
     if not items:
         return []
     pk = Delivery._meta.pk
-    conditions, params = [], []
-    for delivery_id, attempts in items:
-        if attempts is None:
-            conditions.append("id = %s")
-            params.append(pk.get_db_prep_value(pk.to_python(delivery_id), connection))
-        else:
-            conditions.append("(id = %s AND attempt_count = %s)")
-            params += [pk.get_db_prep_value(pk.to_python(delivery_id), connection), attempts]
-    now = timezone.now()
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in Delivery._meta.concrete_fields)
-    sql = (
-        f"UPDATE {Delivery._meta.db_table} "
-        "SET status = %s, claimed_at = %s, updated_at = %s, attempt_count = attempt_count + 1 "
-        f"WHERE status = %s AND ({' OR '.join(conditions)}) RETURNING {columns}"
-    )
-    stamp = Delivery._meta.get_field("claimed_at").get_db_prep_value(now, connection)
+    quote = connection.ops.quote_name
+    table = quote(Delivery._meta.db_table)
+    columns = ", ".join(f"{table}.{quote(f.column)}" for f in Delivery._meta.concrete_fields)
+    # An attempt count of -1 matches any (a message from before counts were carried).
+    pairs = [
+        (pk.get_db_prep_value(pk.to_python(delivery_id), connection), -1 if attempts is None else attempts)
+        for delivery_id, attempts in items
+    ]
+    stamp = Delivery._meta.get_field("claimed_at").get_db_prep_value(timezone.now(), connection)
+    if connection.vendor == "postgresql":
+        # Joined to the given ids through the primary key: with a filter on status alone
+        # the planner may walk every queued row for each batch.
+        values = ", ".join(["(%s::uuid, %s::integer)"] * len(pairs))
+        sql = (
+            f"UPDATE {table} SET status = %s, claimed_at = %s, updated_at = %s, attempt_count = attempt_count + 1 "
+            f"FROM (VALUES {values}) AS v(id, attempts) WHERE {table}.id = v.id AND {table}.status = %s "
+            f"AND (v.attempts = -1 OR {table}.attempt_count = v.attempts) RETURNING {columns}"
+        )
+        params = [DeliveryStatus.SENDING, stamp, stamp, *(x for pair in pairs for x in pair), DeliveryStatus.QUEUED]
+    else:
+        match = " OR ".join(["(id = %s AND (%s = -1 OR attempt_count = %s))"] * len(pairs))
+        sql = (
+            f"UPDATE {table} SET status = %s, claimed_at = %s, updated_at = %s, attempt_count = attempt_count + 1 "
+            f"WHERE status = %s AND ({match}) RETURNING {columns}"
+        )
+        matches = [x for delivery_id, attempts in pairs for x in (delivery_id, attempts, attempts)]
+        params = [DeliveryStatus.SENDING, stamp, stamp, DeliveryStatus.QUEUED, *matches]
     with transaction.atomic():
-        return list(Delivery.objects.raw(sql, [DeliveryStatus.SENDING, stamp, stamp, DeliveryStatus.QUEUED, *params]))
+        return list(Delivery.objects.raw(sql, params))
 
 
 @dataclass
