@@ -7,6 +7,7 @@
   `CASE WHEN` per row and field, whose compilation cost more than the dispatch it records.
 - `rows_insert_returning`: one multi-row INSERT ... RETURNING, optionally skipping rows
   that conflict, giving back the rows it inserted with their keys.
+- `rows_upsert`: one multi-row INSERT ... ON CONFLICT DO UPDATE.
 
 Other databases (SQLite in the unit tests) fall back to the ORM's bulk methods.
 """
@@ -18,38 +19,40 @@ import json
 
 from django.db import connection, models
 from django.utils import timezone
+from psycopg2.extras import Json
 
 
-def rows_insert(model: type[models.Model], objs: list[models.Model]) -> None:
-    if not objs:
+def rows_insert(model: type[models.Model], rows: list) -> None:
+    """Insert model instances, or dicts of attribute name -> value (cheaper to build)."""
+    if not rows:
         return
     if connection.vendor != "postgresql":
-        model.objects.bulk_create(objs)
+        model.objects.bulk_create([model(**row) if isinstance(row, dict) else row for row in rows])
         return
     now = timezone.now()
+    first = rows[0] if isinstance(rows[0], dict) else rows[0].__dict__
     fields = [
-        field
-        for field in model._meta.concrete_fields
-        if not (field.primary_key and getattr(objs[0], field.attname) is None)
+        field for field in model._meta.concrete_fields if not (field.primary_key and first.get(field.attname) is None)
     ]
-    stamped = [f for f in fields if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
+    stamped = [f.attname for f in fields if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
     converters = [_converter(field) for field in fields]
     attnames = [field.attname for field in fields]
     buffer = io.StringIO()
     write = buffer.write
-    for obj in objs:
-        for field in stamped:
-            if getattr(obj, field.attname) is None or getattr(field, "auto_now", False):
-                setattr(obj, field.attname, now)
-        values = obj.__dict__
-        write(",".join(convert(values[name]) for convert, name in zip(converters, attnames, strict=True)))
+    for row in rows:
+        values = row if isinstance(row, dict) else row.__dict__
+        for name in stamped:
+            if values.get(name) is None:
+                values[name] = now
+        write(",".join(convert(values.get(name)) for convert, name in zip(converters, attnames, strict=True)))
         write("\n")
     buffer.seek(0)
     columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
     with connection.cursor() as cursor:
         cursor.copy_expert(f"COPY {model._meta.db_table} ({columns}) FROM STDIN WITH (FORMAT csv)", buffer)
-    for obj in objs:
-        obj._state.adding, obj._state.db = False, connection.alias
+    for row in rows:
+        if not isinstance(row, dict):
+            row._state.adding, row._state.db = False, connection.alias
 
 
 def _quote(text: str) -> str:
@@ -130,6 +133,46 @@ def rows_insert_returning(
     return [model(**dict(zip(names, row, strict=True))) for row in returned]
 
 
+def _adapter(field):
+    """How psycopg2 is to be given the field's Python value (it adapts most of them itself)."""
+    if isinstance(field, models.JSONField):
+        encoder = field.encoder
+        return lambda value: None if value is None else Json(value, dumps=lambda v: json.dumps(v, cls=encoder))
+    return lambda value: value
+
+
+def rows_upsert(
+    model: type[models.Model], objs: list[models.Model], *, unique_fields: list[str], update_fields: list[str]
+) -> None:
+    """Insert the objects, or where one's `unique_fields` exist already, update its
+    `update_fields`: one INSERT ... ON CONFLICT DO UPDATE."""
+    if not objs:
+        return
+    meta = model._meta
+    if connection.vendor != "postgresql":
+        for obj in objs:
+            obj.pk = None
+        model.objects.bulk_create(objs, update_conflicts=True, unique_fields=unique_fields, update_fields=update_fields)
+        return
+    quote = connection.ops.quote_name
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    adapters = [(_adapter(field), field.attname) for field in fields]
+    template = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    conflict = ", ".join(quote(meta.get_field(name).column) for name in unique_fields)
+    updates = ", ".join(
+        f"{quote(meta.get_field(name).column)} = EXCLUDED.{quote(meta.get_field(name).column)}"
+        for name in update_fields
+    )
+    with connection.cursor() as cursor:
+        values = b",".join(
+            cursor.cursor.mogrify(template, [adapt(getattr(obj, name)) for adapt, name in adapters]) for obj in objs
+        ).decode()
+        cursor.execute(
+            f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) VALUES {values} "
+            f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+        )
+
+
 def rows_update(model: type[models.Model], objs: list[models.Model], fields: list[str], *, only_where=None) -> set:
     """Write `fields` of each object to its row; with `only_where` (a dict of column ->
     value), only to the rows that still match it. Returns the primary keys updated."""
@@ -147,7 +190,8 @@ def rows_update(model: type[models.Model], objs: list[models.Model], fields: lis
     columns = [pk, *(meta.get_field(name) for name in fields)]
     casts = ", ".join(f"%s::{field.db_type(connection)}" for field in columns)
     rows = ", ".join(f"({casts})" for _ in objs)
-    params = [field.get_db_prep_save(getattr(obj, field.attname), connection) for obj in objs for field in columns]
+    adapters = [(_adapter(field), field.attname) for field in columns]
+    params = [adapt(getattr(obj, name)) for obj in objs for adapt, name in adapters]
     quote = connection.ops.quote_name
     assignments = ", ".join(f"{quote(field.column)} = v.{quote(field.column)}" for field in columns[1:])
     condition = ""

@@ -29,7 +29,7 @@ from providers.base import OutboundMessage, ProviderConfigurationError, Provider
 from providers.channels import CHANNELS
 from providers.registry import providers_for
 
-from ..bulk import rows_update
+from ..bulk import rows_update, rows_upsert
 from ..models import Delivery, DeliveryAttempt, DeliveryStatus
 from ..queue import Dispatch, enqueue_dispatch
 from .events import StatusChange, events_record
@@ -220,12 +220,9 @@ def _hand_off(chunk: list[Delivery], provider_kind: str, changes: list[StatusCha
 
 
 def _attempts_write(attempts: list[DeliveryAttempt]) -> None:
-    if attempts:
-        for attempt in attempts:
-            attempt.pk = None  # keyed by delivery + number: one INSERT ... ON CONFLICT for all
-        DeliveryAttempt.objects.bulk_create(
-            attempts, update_conflicts=True, unique_fields=["delivery", "number"], update_fields=ATTEMPT_RESULT_FIELDS
-        )
+    """Attempts are keyed by delivery and number: new ones are inserted, known ones get
+    their outcome, in one statement."""
+    rows_upsert(DeliveryAttempt, attempts, unique_fields=["delivery", "number"], update_fields=ATTEMPT_RESULT_FIELDS)
 
 
 def _send(provider, chunk: list[Delivery], attempts: list[DeliveryAttempt]) -> tuple[list[_Sent], ProviderError | None]:

@@ -46,21 +46,21 @@ class StatusChange:
     detail: str = ""
     payload: dict = field(default_factory=dict)
 
-    def as_event(self) -> DeliveryEvent:
-        return DeliveryEvent(
-            delivery_id=self.delivery_id,
-            from_status=self.from_status,
-            status=self.status,
-            source=self.source,
-            detail=self.detail[:500],
-            payload=self.payload,
-            occurred_at=self.occurred_at,
-        )
+    def as_row(self) -> dict:
+        return {
+            "delivery_id": self.delivery_id,
+            "from_status": self.from_status,
+            "status": self.status,
+            "source": self.source,
+            "detail": self.detail[:500],
+            "payload": self.payload,
+            "occurred_at": self.occurred_at,
+        }
 
 
 def events_record(changes: list[StatusChange]) -> None:
     """Append the events of a batch of status changes in one statement."""
-    rows_insert(DeliveryEvent, [change.as_event() for change in changes])
+    rows_insert(DeliveryEvent, [change.as_row() for change in changes])
 
 
 def event_record(
