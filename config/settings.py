@@ -277,7 +277,7 @@ BEACON_MAX_BODY_CHARS = env_int("BEACON_MAX_BODY_CHARS", 100_000, minimum=1)
 # provider between two writes of their outcomes: a worker killed mid-batch leaves at most
 # that many deliveries whose fate is unknown (held as worker_lost); the rest are resent.
 BEACON_DISPATCH_BATCH_SIZE = env_int("BEACON_DISPATCH_BATCH_SIZE", 100, minimum=1)
-BEACON_DISPATCH_FLUSH_SIZE = env_int("BEACON_DISPATCH_FLUSH_SIZE", 10, minimum=1)
+BEACON_DISPATCH_FLUSH_SIZE = env_int("BEACON_DISPATCH_FLUSH_SIZE", 20, minimum=1)
 # How long a process remembers a valid API token (0: look it up on every request).
 BEACON_TOKEN_CACHE_SECONDS = env_float("BEACON_TOKEN_CACHE_SECONDS", 10.0)
 # Recipients in one POST send/batch/.

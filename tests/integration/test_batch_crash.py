@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 BATCH_URL = "/api/v1/notifications/send/batch/"
 RECIPIENTS = 60
-FLUSH_SIZE = 10  # BEACON_DISPATCH_FLUSH_SIZE: the worker runs with the default
-KILL_AFTER_REQUESTS = 15  # in the middle of the second flush
+FLUSH_SIZE = 20  # BEACON_DISPATCH_FLUSH_SIZE: the worker runs with the default
+KILL_AFTER_REQUESTS = 30  # in the middle of the second flush
 
 
 def phone(n: int) -> str:
@@ -69,7 +69,7 @@ def test_a_worker_killed_mid_batch_sends_no_number_twice(real_worker, twilio_ser
         return swept["abandoned"] or swept["requeued"]
 
     wait_for(sweep_settles_something, timeout=15, interval=0.2, message="the sweep to settle the dead worker's batch")
-    # then: the flush at the provider is held, the 40 never handed over are queued again
+    # then: the flush at the provider is held, the rest, never handed over, is queued again
     assert dict(swept) == {"due": 0, "requeued": RECIPIENTS - 2 * FLUSH_SIZE, "abandoned": FLUSH_SIZE}
     wait_for(
         lambda: Delivery.objects.filter(pk__in=ids, status__in=["sent", "failed"]).count() == RECIPIENTS,
