@@ -280,6 +280,8 @@ BEACON_DISPATCH_BATCH_SIZE = env_int("BEACON_DISPATCH_BATCH_SIZE", 100, minimum=
 BEACON_DISPATCH_FLUSH_SIZE = env_int("BEACON_DISPATCH_FLUSH_SIZE", 20, minimum=1)
 # How long a process remembers a valid API token (0: look it up on every request).
 BEACON_TOKEN_CACHE_SECONDS = env_float("BEACON_TOKEN_CACHE_SECONDS", 10.0)
+# How long a process remembers what a template name resolved to (0: look it up each send).
+BEACON_TEMPLATE_CACHE_SECONDS = env_float("BEACON_TEMPLATE_CACHE_SECONDS", 5.0)
 # Recipients in one POST send/batch/.
 BEACON_BATCH_MAX_RECIPIENTS = env_int("BEACON_BATCH_MAX_RECIPIENTS", 1000, minimum=1)
 PROVIDER_TIMEOUT_SECONDS = env_float("PROVIDER_TIMEOUT_SECONDS", 10.0, minimum=0.1)

@@ -13,6 +13,7 @@ from django.db.models import Max
 from providers.channels import CHANNELS
 
 from .models import Channel, Template, TemplateContent, TemplateVersion
+from .selectors import templates_forget
 from .rendering import RenderError, check_syntax, fill_placeholders, render_string, sms_info
 
 CONTENT_FIELDS = ("subject", "body", "html_body")
@@ -115,9 +116,15 @@ def template_content_validate(*, required_placeholders, defaults, sample_context
     _validate_contents(contents)
 
 
+def _templates_changed() -> None:
+    templates_forget()
+    transaction.on_commit(templates_forget)
+
+
 def _create_version(
     *, template: Template, required_placeholders, defaults, sample_context, contents, created_by, note=""
 ) -> TemplateVersion:
+    _templates_changed()
     _validate_placeholders(required_placeholders, defaults, sample_context)
     cleaned = _validate_contents(contents)
     # Lock the template row so two concurrent edits get consecutive numbers.
@@ -182,6 +189,7 @@ def template_create(
 
 @transaction.atomic
 def template_update(*, template: Template, updated_by=None, **changes) -> Template:
+    _templates_changed()
     """Change a template. Descriptive fields change in place; any content change makes a
     new version carrying the unchanged parts of the current one."""
     unknown = set(changes) - set(META_FIELDS) - set(VERSIONED_FIELDS)
@@ -247,6 +255,7 @@ def template_restore(*, template: Template, number: int, restored_by=None) -> Te
 
 def template_archive(*, template: Template) -> None:
     """Templates are archived rather than deleted: sent notifications pin their versions."""
+    _templates_changed()
     Template.objects.filter(pk=template.pk).update(is_active=False)
 
 
