@@ -2,7 +2,6 @@ import time
 import uuid
 
 from django.conf import settings
-
 from django.db.models import Prefetch, Q, QuerySet
 
 from .models import Template, TemplateContent, TemplateVersion

@@ -13,8 +13,8 @@ from django.db.models import Max
 from providers.channels import CHANNELS
 
 from .models import Channel, Template, TemplateContent, TemplateVersion
-from .selectors import templates_forget
 from .rendering import RenderError, check_syntax, fill_placeholders, render_string, sms_info
+from .selectors import templates_forget
 
 CONTENT_FIELDS = ("subject", "body", "html_body")
 SUBJECT_MAX_CHARS = 500  # Delivery.subject's column
