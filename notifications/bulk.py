@@ -24,35 +24,75 @@ from psycopg2.extras import Json
 
 def rows_insert(model: type[models.Model], rows: list) -> None:
     """Insert model instances, or dicts of attribute name -> value (cheaper to build)."""
-    if not rows:
+    rows_insert_many([(model, rows)])
+
+
+# Up to this many rows in all, inserts go out as multi-row INSERTs sent together in one
+# round trip (a single send's notification, delivery and event); beyond it, one COPY each.
+SMALL_INSERT_ROWS = 50
+
+
+def rows_insert_many(batches: list[tuple[type[models.Model], list]]) -> None:
+    """Insert several models' rows (instances or attribute dicts), in the order given."""
+    batches = [(model, rows) for model, rows in batches if rows]
+    if not batches:
         return
     if connection.vendor != "postgresql":
-        model.objects.bulk_create([model(**row) if isinstance(row, dict) else row for row in rows])
+        for model, rows in batches:
+            model.objects.bulk_create([model(**row) if isinstance(row, dict) else row for row in rows])
         return
+    small = sum(len(rows) for _, rows in batches) <= SMALL_INSERT_ROWS
     now = timezone.now()
-    first = rows[0] if isinstance(rows[0], dict) else rows[0].__dict__
+    statements = []
+    with connection.cursor() as cursor:
+        for model, rows in batches:
+            fields, values = _row_values(model, rows, now)
+            columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+            if small:
+                adapters = [(_adapter(field), field.attname) for field in fields]
+                template = "(" + ", ".join(["%s"] * len(fields)) + ")"
+                mogrify = cursor.cursor.mogrify
+                rendered = b",".join(
+                    mogrify(template, [adapt(v.get(name)) for adapt, name in adapters]) for v in values
+                )
+                statements.append(f"INSERT INTO {model._meta.db_table} ({columns}) VALUES {rendered.decode()}")
+            else:
+                cursor.copy_expert(
+                    f"COPY {model._meta.db_table} ({columns}) FROM STDIN WITH (FORMAT csv)", _csv_rows(fields, values)
+                )
+        if statements:
+            cursor.execute(";\n".join(statements))
+    for _, rows in batches:
+        for row in rows:
+            if not isinstance(row, dict):
+                row._state.adding, row._state.db = False, connection.alias
+
+
+def _row_values(model, rows: list, now) -> tuple[list, list[dict]]:
+    """The columns to write (a primary key left to the database is left out) and each
+    row's values by attribute name, with auto_now / auto_now_add stamps filled in."""
+    values = [row if isinstance(row, dict) else row.__dict__ for row in rows]
     fields = [
-        field for field in model._meta.concrete_fields if not (field.primary_key and first.get(field.attname) is None)
+        field
+        for field in model._meta.concrete_fields
+        if not (field.primary_key and values[0].get(field.attname) is None)
     ]
     stamped = [f.attname for f in fields if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
-    converters = [_converter(field) for field in fields]
-    attnames = [field.attname for field in fields]
-    buffer = io.StringIO()
-    write = buffer.write
-    for row in rows:
-        values = row if isinstance(row, dict) else row.__dict__
+    for row in values:
         for name in stamped:
-            if values.get(name) is None:
-                values[name] = now
-        write(",".join(convert(values.get(name)) for convert, name in zip(converters, attnames, strict=True)))
-        write("\n")
+            if row.get(name) is None:
+                row[name] = now
+    return fields, values
+
+
+def _csv_rows(fields, values: list[dict]) -> io.StringIO:
+    converters = [(_converter(field), field.attname) for field in fields]
+    buffer = io.StringIO()
+    for row in values:
+        buffer.write(",".join(convert(row.get(name)) for convert, name in converters))
+        buffer.write("\n")
     buffer.seek(0)
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    with connection.cursor() as cursor:
-        cursor.copy_expert(f"COPY {model._meta.db_table} ({columns}) FROM STDIN WITH (FORMAT csv)", buffer)
-    for row in rows:
-        if not isinstance(row, dict):
-            row._state.adding, row._state.db = False, connection.alias
+    return buffer
 
 
 def _quote(text: str) -> str:

@@ -41,15 +41,28 @@ class BatchAcceptedSerializer(serializers.Serializer):
     notifications = BatchNotificationSerializer(many=True)
 
 
+def _datetime(value) -> str | None:
+    return serializers.DateTimeField().to_representation(value) if value else None
+
+
 def receipt(notification, deliveries) -> dict:
-    return AcceptedSerializer(
-        {
-            "id": notification.pk,
-            "status": "scheduled" if notification.scheduled_for else "accepted",
-            "scheduled_for": notification.scheduled_for,
-            "deliveries": deliveries,
-        }
-    ).data
+    """AcceptedSerializer's output, written directly (it is built on every send)."""
+    return {
+        "id": str(notification.pk),
+        "status": "scheduled" if notification.scheduled_for else "accepted",
+        "scheduled_for": _datetime(notification.scheduled_for),
+        "deliveries": [
+            {
+                "id": str(d.pk),
+                "channel": d.channel,
+                "to": d.to,
+                "status": d.status,
+                "encoding": d.encoding,
+                "segments": d.segments,
+            }
+            for d in deliveries
+        ],
+    }
 
 
 def batch_receipt(notifications, deliveries_by_notification) -> dict:
@@ -57,7 +70,7 @@ def batch_receipt(notifications, deliveries_by_notification) -> dict:
     return {
         "status": "scheduled" if scheduled_for else "accepted",
         "count": len(notifications),
-        "scheduled_for": serializers.DateTimeField().to_representation(scheduled_for) if scheduled_for else None,
+        "scheduled_for": _datetime(scheduled_for),
         "notifications": [
             {
                 "id": str(notification.pk),

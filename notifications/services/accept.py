@@ -17,12 +17,12 @@ from django.utils import timezone
 from providers.channels import CHANNELS
 from templates.models import Template
 
-from ..bulk import rows_insert, rows_insert_returning, rows_update
-from ..models import Delivery, DeliveryStatus, IdempotencyKey, Notification, Recipient
+from ..bulk import rows_insert_many, rows_insert_returning, rows_update
+from ..models import Delivery, DeliveryEvent, DeliveryStatus, IdempotencyKey, Notification, Recipient
 from ..queue import Dispatch, enqueue_dispatch
 from ..receipts import batch_receipt, receipt
 from .decide import Planned, Verdict, deliveries_decide
-from .events import StatusChange, events_record
+from .events import StatusChange
 from .render import messages_render
 
 RECIPIENT_DETAILS = ("email", "phone", "name", "timezone", "locale")
@@ -309,9 +309,13 @@ def _accept(
                             delivery.pk, "", delivery.status, source, now, detail=delivery.error_message or "accepted"
                         )
                     )
-            rows_insert(Notification, notifications)
-            rows_insert(Delivery, deliveries)
-            events_record(changes)
+            rows_insert_many(
+                [
+                    (Notification, notifications),
+                    (Delivery, deliveries),
+                    (DeliveryEvent, [change.as_row() for change in changes]),
+                ]
+            )
             body = (
                 batch_receipt(notifications, by_notification)
                 if batch

@@ -1,5 +1,6 @@
 """POST /api/v1/notifications/send/: what is accepted, and every refusal writes and sends nothing."""
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -351,3 +352,23 @@ def test_a_template_subject_that_renders_too_long_is_400(alice, alice_api, smtp)
     assert response.status_code == 400
     assert response.json()["errors"] == {"subject": ["email: The subject is longer than 500 characters."]}
     assert Notification.objects.count() == 0
+
+
+def test_the_receipt_is_what_the_accepted_serializer_says(alice, alice_api, django_capture_on_commit_callbacks):
+    # given: the receipt is written by hand on the hot path; the schema's serializer is the reference
+    from notifications.receipts import AcceptedSerializer
+
+    make_template(alice)
+    when = timezone.now() + timedelta(hours=1)
+    with django_capture_on_commit_callbacks():
+        response = alice_api.post(SEND_URL, sms_request(scheduled_for=when.isoformat()), format="json")
+    notification = Notification.objects.get()
+    expected = AcceptedSerializer(
+        {
+            "id": notification.pk,
+            "status": "scheduled",
+            "scheduled_for": notification.scheduled_for,
+            "deliveries": list(notification.deliveries.all()),
+        }
+    ).data
+    assert response.json() == json.loads(json.dumps(expected))
