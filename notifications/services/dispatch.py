@@ -17,6 +17,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from itertools import groupby
 
 from django.conf import settings
@@ -65,7 +66,12 @@ def status_callback_url(delivery: Delivery) -> str:
     route = CHANNELS[delivery.channel].callback_route
     if not route:
         return ""
-    return f"{settings.PUBLIC_BASE_URL}{reverse(route)}?delivery={delivery.pk}"
+    return f"{_callback_base(route, settings.PUBLIC_BASE_URL)}?delivery={delivery.pk}"
+
+
+@lru_cache(maxsize=64)
+def _callback_base(route: str, public_base_url: str) -> str:
+    return f"{public_base_url}{reverse(route)}"
 
 
 def retry_delay(*, attempt: int, retry_after: float | None) -> float:
