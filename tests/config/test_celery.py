@@ -1,0 +1,40 @@
+"""Workers keep their database connection across tasks (Celery's Django fix-up would
+otherwise close it around every task), and close it as Django does for a request."""
+
+from unittest import mock
+
+import pytest
+from celery.fixups.django import DjangoWorkerFixup
+from django.db import connection
+
+from config.celery import _close_old_connections, app
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_worker_fixup_leaves_the_connection_open_between_tasks():
+    # given: the fix-up as a worker process builds it
+    fixup = DjangoWorkerFixup(app)
+    connection.ensure_connection()
+    opened = connection.connection
+    # when: what it runs before and after each of many tasks
+    for _ in range(100):
+        fixup.close_database()
+    # then
+    assert connection.connection is opened
+
+
+def test_each_task_closes_an_obsolete_connection_as_a_request_would():
+    task = mock.Mock()
+    task.request.is_eager = False
+    with mock.patch("django.db.close_old_connections") as close_old:
+        _close_old_connections(task=task)
+    assert close_old.call_count == 1
+
+
+def test_an_in_process_task_leaves_the_callers_connection_alone():
+    task = mock.Mock()
+    task.request.is_eager = True
+    with mock.patch("django.db.close_old_connections") as close_old:
+        _close_old_connections(task=task)
+    assert close_old.call_count == 0
