@@ -371,20 +371,13 @@ def _render_items(*, channels, items: list[Item], template, subject, message, ba
 
 
 def _new_delivery(account, notification, recipient: dict, message, decision, send_at, now) -> Delivery:
-    status, next_attempt_at, enqueued_at, error_code, error_message = (
-        DeliveryStatus.QUEUED if send_at <= now else DeliveryStatus.SCHEDULED,
-        send_at,
-        None,
-        "",
-        "",
-    )
+    status = DeliveryStatus.QUEUED if send_at <= now else DeliveryStatus.SCHEDULED
+    next_attempt_at, error_code, error_message = send_at, "", ""
     if decision.verdict is Verdict.DEFER:
         status, next_attempt_at = DeliveryStatus.SCHEDULED, max(decision.until, send_at)
     elif decision.verdict is Verdict.SKIP:
         status, next_attempt_at = DeliveryStatus.SUPPRESSED, None
         error_code, error_message = "skipped", decision.reason
-    if status == DeliveryStatus.QUEUED:
-        enqueued_at = now
     return Delivery(
         id=uuid.uuid4(),
         account=account,
@@ -400,7 +393,7 @@ def _new_delivery(account, notification, recipient: dict, message, decision, sen
         status=status,
         max_attempts=settings.BEACON_MAX_ATTEMPTS,
         next_attempt_at=next_attempt_at,
-        enqueued_at=enqueued_at,
+        enqueued_at=now if status == DeliveryStatus.QUEUED else None,
         error_code=error_code,
         error_message=error_message,
     )
