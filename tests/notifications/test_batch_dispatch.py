@@ -386,3 +386,27 @@ def test_a_hundred_in_flushes_of_ten_with_django_assert_num_queries(
     expected = {"postgresql": 33 + 24, "sqlite": 43 + 24}[connection.vendor]
     with django_assert_num_queries(expected):
         deliveries_dispatch(items=ids(deliveries))
+
+
+# --- The claim's lease -------------------------------------------------------------------
+
+
+def test_a_long_batch_renews_the_claim_of_what_it_has_not_sent_yet(alice, console_sms, settings, monkeypatch):
+    # given: a lease of 4 s and a batch whose flushes each take 2 s of the worker's clock
+    settings.BEACON_SENDING_LEASE_SECONDS = 4
+    settings.BEACON_DISPATCH_FLUSH_SIZE = 1
+    clock = iter(range(0, 1000, 2))
+    monkeypatch.setattr(dispatch.time, "monotonic", lambda: next(clock))
+    deliveries = [make_delivery(alice, status="queued", to=phone(i), max_attempts=4) for i in range(3)]
+    # when
+    assert set(deliveries_dispatch(items=ids(deliveries)).values()) == {"sent"}
+    # then: the claim of the deliveries still waiting was renewed as the batch went on
+    first, second, third = (d.claimed_at for d in fresh(deliveries))
+    assert first < second < third
+
+
+def test_a_short_batch_keeps_its_claim_time(alice, console_sms, settings):
+    settings.BEACON_DISPATCH_FLUSH_SIZE = 1
+    deliveries = [make_delivery(alice, status="queued", to=phone(i), max_attempts=4) for i in range(3)]
+    deliveries_dispatch(items=ids(deliveries))
+    assert len({d.claimed_at for d in fresh(deliveries)}) == 1
