@@ -1,7 +1,8 @@
 """Bulk writes for the hot paths, on PostgreSQL in one statement each:
 
-- `rows_insert`: COPY, the fastest way rows get in (about four times `bulk_create` here),
-  for rows whose primary key is set in Python (UUIDs) or not needed back.
+- `rows_insert` / `rows_insert_many`: COPY, the fastest way rows get in (about four times
+  `bulk_create` here), or for a few rows multi-row INSERTs sent in one round trip; for
+  rows whose primary key is set in Python (UUIDs) or not needed back.
 - `rows_update`: one `UPDATE ... FROM (VALUES ...)`, optionally only where a column still
   has an expected value, returning the keys it updated. Django's `bulk_update` builds a
   `CASE WHEN` per row and field, whose compilation cost more than the dispatch it records.
