@@ -27,17 +27,14 @@ def test_the_worker_fixup_leaves_the_connection_open_between_tasks():
     assert connection.connection is opened
 
 
-def test_each_task_closes_an_obsolete_connection_as_a_request_would():
+@pytest.mark.parametrize(
+    ("eager", "closes"),
+    [(False, 1), (True, 0)],
+    ids=["a worker's task closes an obsolete connection as a request would", "an in-process task leaves it alone"],
+)
+def test_tasks_close_old_connections_like_requests(eager, closes):
     task = mock.Mock()
-    task.request.is_eager = False
+    task.request.is_eager = eager
     with mock.patch("django.db.close_old_connections") as close_old:
         _close_old_connections(task=task)
-    assert close_old.call_count == 1
-
-
-def test_an_in_process_task_leaves_the_callers_connection_alone():
-    task = mock.Mock()
-    task.request.is_eager = True
-    with mock.patch("django.db.close_old_connections") as close_old:
-        _close_old_connections(task=task)
-    assert close_old.call_count == 0
+    assert close_old.call_count == closes
