@@ -3,6 +3,7 @@ import uuid
 import django_filters
 from django.db.models import Q
 
+from accounts.inputs import IsoDateTimeFilter
 from templates.models import Channel
 
 from .models import Delivery, DeliveryStatus
@@ -16,8 +17,8 @@ class DeliveryLogFilter(django_filters.FilterSet):
         method="filter_recipient", help_text="Recipient email, phone, external id or address sent to."
     )
     notification = django_filters.UUIDFilter(field_name="notification_id")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Delivery

@@ -3,6 +3,7 @@ import zoneinfo
 from django.conf import settings
 from rest_framework import serializers
 
+from accounts.inputs import DateTimeField
 from providers.channels import CHANNELS
 from templates.models import Category, Channel
 from templates.selectors import template_resolve
@@ -61,7 +62,7 @@ class _MessageSerializer(serializers.Serializer):
     template = serializers.CharField(max_length=100, required=False)
     subject = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     message = serializers.CharField(required=False, trim_whitespace=False)
-    scheduled_for = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    scheduled_for = DateTimeField(required=False, allow_null=True, default=None)
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
     category = serializers.ChoiceField(choices=Category.choices, required=False)
 
