@@ -1,6 +1,7 @@
 """Every API error leaves as JSON: {"message": ..., "errors": {...}}."""
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from django.views import defaults
@@ -28,7 +29,16 @@ def _message(detail) -> str:
     return str(detail)
 
 
+def too_big() -> dict:
+    return {
+        "message": f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
+        "errors": {},
+    }
+
+
 def exception_handler(exc, context):
+    if isinstance(exc, RequestDataTooBig):
+        return Response(too_big(), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
     elif isinstance(exc, Http404):
@@ -55,6 +65,15 @@ def exception_handler(exc, context):
 
 def _headers(response):
     return {k: v for k, v in response.items() if k in ("WWW-Authenticate", "Retry-After", "Allow")}
+
+
+def bad_request(request, exception=None):
+    """JSON under /api/ (a body over DATA_UPLOAD_MAX_MEMORY_SIZE is a 413), Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        if isinstance(exception, RequestDataTooBig):
+            return JsonResponse(too_big(), status=413)
+        return JsonResponse({"message": "Bad request.", "errors": {}}, status=400)
+    return defaults.bad_request(request, exception)
 
 
 def not_found(request, exception=None):

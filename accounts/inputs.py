@@ -4,10 +4,12 @@ no UTC offset beyond what a real time zone uses."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import django_filters
 from django import forms
+from django.conf import settings
 from django_filters.fields import IsoDateTimeField
 from rest_framework import exceptions, parsers, serializers
 
@@ -54,6 +56,18 @@ class JSONParser(parsers.JSONParser):
         if path is not None:
             raise exceptions.ValidationError({path or "body": [NUL_MESSAGE]})
         return data
+
+
+class JSONObjectField(serializers.DictField):
+    """A JSON object of at most BEACON_MAX_JSON_CHARS characters once serialized."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        limit = settings.BEACON_MAX_JSON_CHARS
+        size = len(json.dumps(value, separators=(",", ":"), default=str))
+        if size > limit:
+            raise serializers.ValidationError(f"At most {limit} characters as JSON; this one has {size}.")
+        return value
 
 
 class DateTimeField(serializers.DateTimeField):

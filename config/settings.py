@@ -279,6 +279,8 @@ BEACON_SENDING_LEASE_SECONDS = env_int("BEACON_SENDING_LEASE_SECONDS", 600, mini
 BEACON_REQUEUE_GRACE_SECONDS = env_int("BEACON_REQUEUE_GRACE_SECONDS", 120, minimum=1)
 BEACON_SWEEP_BATCH_SIZE = env_int("BEACON_SWEEP_BATCH_SIZE", 500, minimum=1)
 BEACON_MAX_BODY_CHARS = env_int("BEACON_MAX_BODY_CHARS", 100_000, minimum=1)
+# Largest JSON object a request may carry in one field (context, sample_context, defaults).
+BEACON_MAX_JSON_CHARS = env_int("BEACON_MAX_JSON_CHARS", 65_536, minimum=2)
 # Deliveries one dispatch task claims together, and how many of those it hands to the
 # provider between two writes of their outcomes: a worker killed mid-batch leaves at most
 # that many deliveries whose fate is unknown (held as worker_lost); the rest are resent.

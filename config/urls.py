@@ -13,5 +13,6 @@ urlpatterns = [
     path("anymail/", include((esp_webhook_urlpatterns(), "anymail"))),
 ]
 
+handler400 = "accounts.errors.bad_request"
 handler404 = "accounts.errors.not_found"
 handler500 = "accounts.errors.server_error"

@@ -3,7 +3,7 @@ import zoneinfo
 from django.conf import settings
 from rest_framework import serializers
 
-from accounts.inputs import DateTimeField
+from accounts.inputs import DateTimeField, JSONObjectField
 from providers.channels import CHANNELS
 from templates.models import Category, Channel
 from templates.selectors import template_resolve
@@ -101,7 +101,7 @@ class _MessageSerializer(serializers.Serializer):
 
 class SendSerializer(_MessageSerializer):
     recipient = RecipientSerializer()
-    context = serializers.DictField(required=False, default=dict)
+    context = JSONObjectField(required=False, default=dict)
 
     def validate_recipients_for(self, attrs) -> None:
         missing = missing_addresses(attrs["channels"], attrs["recipient"])
@@ -128,7 +128,7 @@ class IndexedListSerializer(serializers.ListSerializer):
 
 
 class BatchRecipientSerializer(RecipientSerializer):
-    context = serializers.DictField(required=False, default=dict)
+    context = JSONObjectField(required=False, default=dict)
 
     class Meta:
         list_serializer_class = IndexedListSerializer
@@ -270,7 +270,7 @@ class TemplateTestSerializer(serializers.Serializer):
     channel = serializers.ChoiceField(choices=Channel.choices)
     to = serializers.CharField(max_length=254)
     locale = serializers.RegexField(LOCALE, max_length=16, required=False, allow_blank=True, default="")
-    context = serializers.DictField(required=False, default=dict)
+    context = JSONObjectField(required=False, default=dict)
 
     def validate(self, attrs):
         field = CHANNELS[attrs["channel"]].address_field

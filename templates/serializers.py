@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from accounts.inputs import JSONObjectField
+
 from .models import Category, Channel, Template, TemplateType, TemplateVersion
 
 
@@ -21,8 +23,8 @@ class TemplateWriteSerializer(serializers.Serializer):
     required_placeholders = serializers.ListField(
         child=serializers.RegexField(r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=100), required=False, default=list
     )
-    defaults = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
-    sample_context = serializers.DictField(required=False, default=dict)
+    defaults = JSONObjectField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
+    sample_context = JSONObjectField(required=False, default=dict)
     contents = TemplateContentSerializer(many=True, allow_empty=False)
 
 
@@ -75,7 +77,7 @@ class TemplateSerializer(serializers.ModelSerializer):
 class TemplatePreviewSerializer(serializers.Serializer):
     channel = serializers.ChoiceField(choices=Channel.choices)
     locale = serializers.CharField(max_length=16, required=False, allow_blank=True, default="")
-    context = serializers.DictField(required=False, default=dict)
+    context = JSONObjectField(required=False, default=dict)
     version = serializers.IntegerField(required=False, min_value=1)
 
 

@@ -90,3 +90,54 @@ def test_scheduled_for_with_an_offset_no_time_zone_has_is_a_400(alice_api, twili
     assert response.status_code == 400
     assert response.json()["errors"] == {"scheduled_for": ["The UTC offset must be between -14:00 and +14:00."]}
     assert_nothing_sent(twilio)
+
+
+# --- sizes ---------------------------------------------------------------------------------
+
+
+def test_a_context_over_the_json_limit_is_a_400_naming_it(alice_api, twilio, settings):
+    body = sms_request(context={"event_name": "x" * 2_000_000})
+    response = alice_api.post(SEND_URL, body, format="json")
+    assert response.status_code == 400
+    size = len('{"event_name":""}') + 2_000_000
+    assert response.json()["errors"] == {
+        "context": [f"At most {settings.BEACON_MAX_JSON_CHARS} characters as JSON; this one has {size}."]
+    }
+    assert_nothing_sent(twilio)
+
+
+def test_a_batch_items_context_over_the_limit_is_named_by_its_index(alice_api, twilio, settings):
+    settings.BEACON_MAX_JSON_CHARS = 100
+    body = {
+        "channel": "sms",
+        "template": "reminder",
+        "recipients": [
+            {"phone": "+14155550123", "context": {"event_name": "ok"}},
+            {"phone": "+14155550124", "context": {"event_name": "x" * 100}},
+        ],
+    }
+    response = alice_api.post(BATCH_URL, body, format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"] == {
+        "recipients": {"1": {"context": ["At most 100 characters as JSON; this one has 117."]}}
+    }
+    assert_nothing_sent(twilio)
+
+
+def test_a_sample_context_over_the_limit_is_a_400(alice_api, settings):
+    settings.BEACON_MAX_JSON_CHARS = 50
+    before = Template.objects.count()
+    response = alice_api.post(
+        TEMPLATES_URL, template_payload(key="big", sample_context={"invitee_name": "A" * 60}), format="json"
+    )
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["sample_context"]
+    assert Template.objects.count() == before
+
+
+def test_a_body_over_the_upload_limit_is_a_json_413(alice_api, twilio, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    response = alice_api.post(SEND_URL, sms_request(context={"event_name": "x" * 20_000}), format="json")
+    assert response.status_code == 413
+    assert response.json() == {"message": "The request body is larger than 10000 bytes.", "errors": {}}
+    assert_nothing_sent(twilio)
