@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: install run test lint bench migrate clean
+.PHONY: install run test lint bench migrate token clean
 
 $(BIN)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -22,6 +22,11 @@ migrate: install
 run: migrate
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	PORT=$(PORT) BIN=$(BIN) ./scripts/run.sh
+
+# An API token for USER (created if new), in the database the service uses: run it with
+# the same DATABASE_URL as `make run`, or the token lands in another database.
+token: migrate
+	$(BIN)/python manage.py issue_api_token "$(USER)" --create
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
