@@ -237,7 +237,7 @@ REDIS_URL = env_str("REDIS_URL")
 BROKER_DIR = VAR_DIR / "broker"
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}  # visibility_timeout: set below, from the sending lease
 else:
     # A broker that needs no server: messages are files under var/broker.
     BROKER_DIR.mkdir(parents=True, exist_ok=True)
@@ -275,6 +275,17 @@ BEACON_RETRY_BASE_SECONDS = env_float("BEACON_RETRY_BASE_SECONDS", 5.0)
 BEACON_RETRY_MAX_SECONDS = env_float("BEACON_RETRY_MAX_SECONDS", 900.0)
 # A delivery left in "sending" this long belonged to a worker that died mid-send.
 BEACON_SENDING_LEASE_SECONDS = env_int("BEACON_SENDING_LEASE_SECONDS", 600, minimum=1)
+if REDIS_URL:
+    # Tasks are acknowledged when they end (acks_late). A worker killed whole leaves the
+    # messages it had reserved in Redis's unacked set until this timeout, and then Redis
+    # delivers them again. Redelivery is harmless: a message whose deliveries are no
+    # longer queued at its attempt count claims nothing. Those still queued (reserved but
+    # never started) are sent. So the timeout only decides how soon they come back, and
+    # the sending lease, when the sweep settles the dead worker's claimed deliveries, is
+    # the time that fits. A task that runs longer than this, such as a batch held up by a
+    # very slow provider, gets a duplicate message, which claims nothing. Countdowns are
+    # shorter than a sweep interval, well inside it.
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = BEACON_SENDING_LEASE_SECONDS
 # A queued delivery still waiting this long after it was due lost its task message.
 BEACON_REQUEUE_GRACE_SECONDS = env_int("BEACON_REQUEUE_GRACE_SECONDS", 120, minimum=1)
 BEACON_SWEEP_BATCH_SIZE = env_int("BEACON_SWEEP_BATCH_SIZE", 500, minimum=1)

@@ -74,3 +74,12 @@ def test_the_provider_choices_are_the_registered_kinds():
     for channel in CHANNEL_SETTINGS:
         registered = {kind for kind, cls in PROVIDER_CLASSES.items() if channel in cls.channels}
         assert settings.PROVIDER_CHOICES[channel] == registered
+
+
+def test_the_brokers_visibility_timeout_is_the_sending_lease():
+    result = load(
+        {"REDIS_URL": "redis://127.0.0.1:6379/15", "BEACON_SENDING_LEASE_SECONDS": "300"},
+        "s.CELERY_BROKER_TRANSPORT_OPTIONS",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"visibility_timeout": 300}
