@@ -7,16 +7,18 @@ the operators that could build huge strings.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import math
 import operator
 import re
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from jinja2 import TemplateSyntaxError, meta, nodes
 from jinja2.compiler import CodeGenerator
-from jinja2.exceptions import SecurityError, TemplateError
+from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 SMS_MAX_CHARS = 1600
@@ -34,7 +36,20 @@ class RenderError(Exception):
         super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
 
 
+class RenderUndefined(RenderError):
+    """The template reached for a value the context does not have (data, not the template)."""
+
+
+class RenderRefused(RenderError):
+    """The sandbox refused the template whatever the data: an unsafe expression, or one
+    past a size, depth or time limit. Templates are checked for this when saved."""
+
+
 MAX_RANGE = 10_000
+# The wall-clock time one render may take: loops and calls check it as they go, so no
+# template can hold a worker (nested loops within every size limit can still run long).
+MAX_RENDER_SECONDS = 1.0
+_deadline: contextvars.ContextVar[float] = contextvars.ContextVar("render_deadline", default=0.0)
 # The most one value built inside a template (a string, a joined list) may hold, and the
 # most one render may output.
 MAX_VALUE_CHARS = 1_000_000
@@ -51,11 +66,46 @@ def _refuse_huge_format(template) -> None:
         raise SecurityError("format width too large")
 
 
+def _check_deadline() -> None:
+    deadline = _deadline.get()
+    if deadline and time.monotonic() > deadline:
+        raise SecurityError(f"render took longer than {MAX_RENDER_SECONDS:g} s")
+
+
+class _TimedRange:
+    """A range whose iteration keeps to the render's time budget."""
+
+    def __init__(self, items: range):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+    def __contains__(self, value) -> bool:
+        return value in self.items
+
+    def __iter__(self):
+        for count, item in enumerate(self.items):
+            if count % 256 == 0:
+                _check_deadline()
+            yield item
+
+
+def _refused(name: str):
+    def refuse(*args, **kwargs):
+        raise SecurityError(f"{name}() is not available in templates")
+
+    return refuse
+
+
 def _bounded_range(*args):
     items = range(*args)
     if len(items) > MAX_RANGE:
         raise SecurityError(f"range larger than {MAX_RANGE}")
-    return items
+    return _TimedRange(items)
 
 
 def _bounded_arguments(name, func):
@@ -137,13 +187,25 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # lipsum(n) builds n paragraphs with no upper bound: lipsum(10**9) never returns.
-        del self.globals["lipsum"]
+        self.globals["lipsum"] = _refused("lipsum")
         self.globals["range"] = _bounded_range
         for name in SIZED_FILTERS:
             self.filters[name] = _bounded_arguments(name, self.filters[name])
         self.filters["replace"] = _bounded_replace(self.filters["replace"])
         self.filters["format"] = _bounded_format(self.filters["format"])
         self.filters["join"] = _bounded_join(self.filters["join"])
+
+    def call(self, context, obj, *args, **kwargs):
+        _check_deadline()
+        return super().call(context, obj, *args, **kwargs)
+
+    def getattr(self, obj, attribute):
+        _check_deadline()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj, argument):
+        _check_deadline()
+        return super().getitem(obj, argument)
 
     def bounded_concat(self, join, items):
         if sum(len(str(item)) for item in items) > MAX_VALUE_CHARS:
@@ -232,6 +294,13 @@ def check_syntax(source: str) -> str | None:
     for node in ast.find_all((nodes.Getattr,)):
         if node.attr.startswith("_"):
             return f"line {node.lineno}: access to attribute {node.attr!r} is not allowed"
+    for node in ast.find_all((nodes.Filter,)):
+        # |attr('__class__') names the attribute as a string: refuse it as plainly.
+        if node.name == "attr" and any(
+            isinstance(arg, nodes.Const) and isinstance(arg.value, str) and arg.value.startswith("_")
+            for arg in node.args
+        ):
+            return f"line {node.lineno}: access to attribute {node.args[0].value!r} is not allowed"
     return None
 
 
@@ -242,18 +311,23 @@ def default_for(name: str) -> str:
 def render_string(source: str, values: dict, *, html: bool = False) -> str:
     if not source:
         return ""
+    token = _deadline.set(time.monotonic() + MAX_RENDER_SECONDS)
     try:
         return _compile(source, html).render(values)
     except SecurityError as exc:
-        raise RenderError({"template": [f"unsafe template expression refused: {exc}"]}) from None
+        raise RenderRefused({"template": [f"unsafe template expression refused: {exc}"]}) from None
+    except UndefinedError as exc:
+        raise RenderUndefined({"template": [f"cannot render: {exc}"]}) from None
     except TemplateError as exc:
         raise RenderError({"template": [f"cannot render: {exc}"]}) from None
     except (ArithmeticError, TypeError, ValueError, LookupError) as exc:
         raise RenderError({"template": [f"cannot render: {exc.__class__.__name__}: {exc}"]}) from None
     except RecursionError:
-        raise RenderError({"template": ["cannot render: recursion too deep"]}) from None
+        raise RenderRefused({"template": ["cannot render: recursion too deep"]}) from None
     except MemoryError:
-        raise RenderError({"template": ["cannot render: out of memory"]}) from None
+        raise RenderRefused({"template": ["cannot render: out of memory"]}) from None
+    finally:
+        _deadline.reset(token)
 
 
 def fill_placeholders(

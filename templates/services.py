@@ -13,7 +13,7 @@ from django.db.models import Max
 from providers.channels import CHANNELS
 
 from .models import Channel, Template, TemplateContent, TemplateVersion
-from .rendering import RenderError, check_syntax, fill_placeholders, render_string, sms_info
+from .rendering import RenderError, RenderUndefined, check_syntax, fill_placeholders, render_string, sms_info
 from .selectors import templates_forget
 
 CONTENT_FIELDS = ("subject", "body", "html_body")
@@ -113,7 +113,28 @@ def _validate_placeholders(required: list, defaults: dict, sample_context: dict)
 def template_content_validate(*, required_placeholders, defaults, sample_context, contents) -> None:
     """Raise the ValidationError a new version with this content would raise; writes nothing."""
     _validate_placeholders(required_placeholders, defaults, sample_context)
-    _validate_contents(contents)
+    _validate_renders(_validate_contents(contents), defaults=defaults, sample_context=sample_context)
+
+
+def _validate_renders(cleaned: list[dict], *, defaults: dict, sample_context: dict) -> None:
+    """Render each content against the sample context, under the limits every send has:
+    what the sandbox refuses (a huge range or string, a recursive macro, a render over its
+    time budget) and what cannot render with the sample (a type error) is refused now,
+    naming the content. A value the sample lacks is left to the send that has it."""
+    errors: dict[str, list[str]] = {}
+    for index, item in enumerate(cleaned):
+        sources = [item[field] for field in CONTENT_FIELDS]
+        values, _ = fill_placeholders(sources, sample_context, required=[], defaults=defaults)
+        try:
+            for field in CONTENT_FIELDS:
+                render_string(item[field], values, html=field == "html_body")
+        except RenderUndefined:
+            continue  # the sample lacks a value: the send that has it decides
+        except RenderError as exc:
+            problems = [message for messages in exc.errors.values() for message in messages]
+            errors.setdefault(f"contents[{index}]", []).extend(f"{field}: {problem}" for problem in problems)
+    if errors:
+        raise ValidationError(errors)
 
 
 def _templates_changed() -> None:
@@ -127,6 +148,7 @@ def _create_version(
     _templates_changed()
     _validate_placeholders(required_placeholders, defaults, sample_context)
     cleaned = _validate_contents(contents)
+    _validate_renders(cleaned, defaults=defaults, sample_context=sample_context)
     # Lock the template row so two concurrent edits get consecutive numbers.
     Template.objects.select_for_update().filter(pk=template.pk).first()
     number = (template.versions.aggregate(n=Max("number"))["n"] or 0) + 1

@@ -105,7 +105,9 @@ SANDBOX_CASES = [
         id="subclasses-line-2",
     ),
     pytest.param("{{ x['__class__'] }}", None, "", id="getitem-dunder"),
-    pytest.param("{{ x|attr('__class__') }}", None, "", id="attr-filter"),
+    pytest.param(
+        "{{ x|attr('__class__') }}", "line 1: access to attribute '__class__' is not allowed", "", id="attr-filter"
+    ),
     pytest.param("{{ '{0.__class__}'.format(x) }}", None, "", id="str-format"),
 ]
 
@@ -139,7 +141,7 @@ def test_sandbox_escapes_are_refused_at_save_or_render_inert(source, saved, rend
             "{% set ns = namespace(n=2**64) %}{% for i in range(40) %}{% set ns.n = ns.n * ns.n %}{% endfor %}",
             "unsafe template expression refused: result of * too large",
         ),
-        ("{{ lipsum(10**9) }}", "cannot render: TypeError"),
+        ("{{ lipsum(10**9) }}", "unsafe template expression refused: lipsum() is not available in templates"),
         ("{{ '%0999999999d' % 1 }}", "unsafe template expression refused: format width too large"),
         ("{{ '%099999999d'|format(1) }}", "unsafe template expression refused: format width too large"),
         ("{{ '{:>99999999}'.format(1) }}", "unsafe template expression refused: format width too large"),
@@ -249,7 +251,7 @@ def test_escape_in_a_saved_template_renders_nothing_leaky():
             {
                 "channel": "email",
                 "subject": "{{ x['__class__'] }}Hello",
-                "body": "{{ x|attr('__class__') }}|{{ x['__init__'] }}",
+                "body": "{{ x['__class__'] }}|{{ x['__init__'] }}",
                 "html_body": "<p>{{ x['__class__'] }}</p>",
             }
         ],
