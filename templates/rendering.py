@@ -304,8 +304,27 @@ def check_syntax(source: str) -> str | None:
     return None
 
 
-def default_for(name: str) -> str:
-    return "Guest" if name == "name" or name.endswith("_name") else "TBD"
+# The built-in fallbacks for a name ("Guest") and anything else ("TBD"), by language.
+BUILT_IN_FALLBACKS = {
+    "": ("Guest", "TBD"),
+    "es": ("Invitado", "por confirmar"),
+    "fr": ("Invité", "à confirmer"),
+    "pt": ("Convidado", "a confirmar"),
+    "de": ("Gast", "noch offen"),
+}
+
+
+def default_for(name: str, locales=("",)) -> str:
+    """The built-in fallback for a placeholder, in the first of `locales` there is one for."""
+    fallbacks = next((BUILT_IN_FALLBACKS[loc] for loc in locales if loc in BUILT_IN_FALLBACKS), BUILT_IN_FALLBACKS[""])
+    return fallbacks[0] if name == "name" or name.endswith("_name") else fallbacks[1]
+
+
+def localized(value, locales) -> str:
+    """A template default: one text, or texts by locale ({"": "your host", "es": "tu anfitrión"})."""
+    if isinstance(value, dict):
+        return next((value[loc] for loc in locales if value.get(loc)), "")
+    return value or ""
 
 
 def render_string(source: str, values: dict, *, html: bool = False) -> str:
@@ -331,10 +350,11 @@ def render_string(source: str, values: dict, *, html: bool = False) -> str:
 
 
 def fill_placeholders(
-    sources: list[str], context: dict, *, required: list[str], defaults: dict
+    sources: list[str], context: dict, *, required: list[str], defaults: dict, locales: list[str] = ("",)
 ) -> tuple[dict, list[str]]:
     """Values for rendering: the context, plus a fallback for each optional placeholder
-    the context lacks. Missing required placeholders are an error."""
+    the context lacks, in the first of `locales` (most specific first, "" last) it has.
+    Missing required placeholders are an error."""
     missing_required = [name for name in required if _blank(context.get(name))]
     if missing_required:
         raise RenderError({"context": [f"missing required placeholder(s): {', '.join(missing_required)}"]})
@@ -345,7 +365,7 @@ def fill_placeholders(
             continue
         for name in sorted(placeholders(source)):
             if name not in values:
-                values[name] = defaults.get(name) or default_for(name)
+                values[name] = localized(defaults.get(name), locales) or default_for(name, locales)
                 filled.append(name)
     return values, filled
 

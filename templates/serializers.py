@@ -23,7 +23,11 @@ class TemplateWriteSerializer(serializers.Serializer):
     required_placeholders = serializers.ListField(
         child=serializers.RegexField(r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=100), required=False, default=list
     )
-    defaults = JSONObjectField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
+    defaults = JSONObjectField(
+        required=False,
+        default=dict,
+        help_text='Fallbacks for optional placeholders: a text, or texts by locale ({"": "your host", "es": "tu anfitrión"}).',
+    )
     sample_context = JSONObjectField(required=False, default=dict)
     contents = TemplateContentSerializer(many=True, allow_empty=False)
 

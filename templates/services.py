@@ -102,12 +102,19 @@ def _validate_placeholders(required: list, defaults: dict, sample_context: dict)
     errors = {}
     if not isinstance(required, list) or not all(isinstance(p, str) and p.isidentifier() for p in required):
         errors["required_placeholders"] = ["Must be a list of placeholder names."]
-    if not isinstance(defaults, dict):
+    if not isinstance(defaults, dict) or not all(_is_default(value) for value in defaults.values()):
+        # A fallback is a text, or texts by locale: {"": "your host", "es": "tu anfitrión"}.
         errors["defaults"] = ["Must be an object of placeholder -> fallback value."]
     if not isinstance(sample_context, dict):
         errors["sample_context"] = ["Must be an object."]
     if errors:
         raise ValidationError(errors)
+
+
+def _is_default(value) -> bool:
+    if isinstance(value, str):
+        return True
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
 
 
 def template_content_validate(*, required_placeholders, defaults, sample_context, contents) -> None:
@@ -124,7 +131,9 @@ def _validate_renders(cleaned: list[dict], *, defaults: dict, sample_context: di
     errors: dict[str, list[str]] = {}
     for index, item in enumerate(cleaned):
         sources = [item[field] for field in CONTENT_FIELDS]
-        values, _ = fill_placeholders(sources, sample_context, required=[], defaults=defaults)
+        values, _ = fill_placeholders(
+            sources, sample_context, required=[], defaults=defaults, locales=locale_candidates(item["locale"])
+        )
         try:
             for field in CONTENT_FIELDS:
                 render_string(item[field], values, html=field == "html_body")
@@ -303,8 +312,13 @@ def template_render(*, version: TemplateVersion, channel: str, locale: str | Non
     if content is None:
         raise RenderError({"channel": [f"Template {version.template.key!r} has no {channel} content."]})
     sources = [content.subject, content.body, content.html_body]
+    # Fallbacks speak the language the content is written in.
     values, filled = fill_placeholders(
-        sources, context, required=version.required_placeholders, defaults=version.defaults
+        sources,
+        context,
+        required=version.required_placeholders,
+        defaults=version.defaults,
+        locales=locale_candidates(content.locale),
     )
     subject = " ".join(render_string(content.subject, values).split())
     body = render_string(content.body, values)

@@ -167,3 +167,56 @@ def test_daily_agenda_lists_bookings_and_handles_none():
     assert sms.body == "Tue 3 Mar: 1 booking(s). First at 10:00."
     empty = template_render(version=version, channel="sms", locale="", context={"date": "Wed 4 Mar", "bookings": []})
     assert empty.body == "Wed 4 Mar: 0 booking(s). First at none."
+
+
+@pytest.mark.django_db
+def test_fallbacks_speak_the_language_of_the_content():
+    # given: the shipped confirmation, rendered without the optional organizer_name
+    load()
+    version = Template.objects.get(key="booking_confirmation").current_version
+    context = {"event_name": "Haircut", "start_time": "Tue 3 Mar, 10:00"}
+    # when
+    spanish = template_render(version=version, channel="sms", locale="es-MX", context=context)
+    english = template_render(version=version, channel="sms", locale="en", context=context)
+    # then
+    assert spanish.body == "Confirmada: Haircut con tu anfitrión el Tue 3 Mar, 10:00."
+    assert english.body == "Confirmed: Haircut with your host on Tue 3 Mar, 10:00."
+
+
+@pytest.mark.django_db
+def test_built_in_fallbacks_follow_the_content_locale_too(alice):
+    from templates.services import template_create
+
+    template = template_create(
+        account=alice,
+        key="hola",
+        name="Hola",
+        required_placeholders=[],
+        defaults={},
+        sample_context={},
+        contents=[
+            {"channel": "sms", "locale": "", "body": "Hi {{ invitee_name }}, {{ start_time }}"},
+            {"channel": "sms", "locale": "es", "body": "Hola {{ invitee_name }}, {{ start_time }}"},
+        ],
+    )
+    spanish = template_render(version=template.current_version, channel="sms", locale="es-AR", context={})
+    english = template_render(version=template.current_version, channel="sms", locale="", context={})
+    assert (spanish.body, english.body) == ("Hola Invitado, por confirmar", "Hi Guest, TBD")
+
+
+@pytest.mark.django_db
+def test_defaults_by_locale_are_accepted_through_the_api(alice_api):
+    body = {
+        "key": "localized",
+        "name": "Localized",
+        "defaults": {"organizer_name": {"": "your host", "es": "tu anfitrión"}},
+        "contents": [{"channel": "sms", "locale": "es", "body": "Con {{ organizer_name }}"}],
+    }
+    created = alice_api.post("/api/v1/notifications/templates/", body, format="json")
+    assert created.status_code == 201, created.json()
+    preview = alice_api.post(
+        f"/api/v1/notifications/templates/{created.json()['id']}/preview/",
+        {"channel": "sms", "locale": "es"},
+        format="json",
+    )
+    assert preview.json()["body"] == "Con tu anfitrión"
