@@ -207,9 +207,9 @@ class DeliveryEventSerializer(serializers.ModelSerializer):
 
 class DeliveryLogSerializer(serializers.ModelSerializer):
     notification = serializers.UUIDField(source="notification_id", read_only=True)
-    template = serializers.CharField(source="notification.template.key", default=None, read_only=True)
+    template = serializers.CharField(source="notification.template.key", default=None, read_only=True, allow_null=True)
     template_version = serializers.IntegerField(
-        source="notification.template_version.number", default=None, read_only=True
+        source="notification.template_version.number", default=None, read_only=True, allow_null=True
     )
     recipient = serializers.SerializerMethodField()
     priority = serializers.CharField(source="notification.priority", read_only=True)

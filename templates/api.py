@@ -95,7 +95,7 @@ class TemplateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         return Response({**asdict(rendered), "version": version.number})
 
     @extend_schema(responses=TemplateVersionSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def versions(self, request, pk=None):
         template = self.get_object()
         return Response(TemplateVersionSerializer(template_versions(template=template), many=True).data)
