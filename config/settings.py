@@ -301,6 +301,8 @@ BEACON_MAX_JSON_CHARS = env_int("BEACON_MAX_JSON_CHARS", 65_536, minimum=2)
 # that many deliveries whose fate is unknown (held as worker_lost); the rest are resent.
 BEACON_DISPATCH_BATCH_SIZE = env_int("BEACON_DISPATCH_BATCH_SIZE", 100, minimum=1)
 BEACON_DISPATCH_FLUSH_SIZE = env_int("BEACON_DISPATCH_FLUSH_SIZE", 20, minimum=1)
+# How long /health/ waits for a Celery worker to answer its ping.
+BEACON_HEALTH_PING_SECONDS = env_float("BEACON_HEALTH_PING_SECONDS", 1.0, minimum=0.1)
 # How long a process remembers a valid API token (0: look it up on every request).
 BEACON_TOKEN_CACHE_SECONDS = env_float("BEACON_TOKEN_CACHE_SECONDS", 10.0)
 # How long a process remembers what a template name resolved to (0: look it up each send).

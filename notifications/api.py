@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 from django.urls import URLPattern
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, parsers, permissions, status, viewsets
 from rest_framework.response import Response
@@ -23,7 +24,7 @@ from templates.models import Channel
 from templates.selectors import template_get
 
 from .filters import DeliveryLogFilter
-from .models import Delivery
+from .models import Delivery, Heartbeat
 from .selectors import delivery_detail, delivery_for_callback, delivery_list
 from .serializers import (
     AcceptedSerializer,
@@ -46,6 +47,7 @@ from .services import (
     notification_accept,
     notifications_accept_batch,
 )
+from .services.sweep import SWEEP_HEARTBEAT
 
 
 def request_fingerprint(data) -> str:
@@ -163,14 +165,20 @@ class ResendView(APIView):
 
 
 class HealthView(APIView):
-    """Database, broker and provider configuration; 503 when the database or broker is down."""
+    """Database, broker, a worker's answer, the sweep's last run and provider configuration;
+    503 when the database or broker is down, no worker answers or the sweep is overdue."""
 
     permission_classes = [permissions.AllowAny]
     authentication_classes = []
 
     @extend_schema(responses={200: dict, 503: dict})
     def get(self, request):
-        checks = {"database": _check_database(), "broker": _check_broker()}
+        checks = {
+            "database": _check_database(),
+            "broker": _check_broker(),
+            "worker": _check_worker(),
+            "sweep": _check_sweep(),
+        }
         healthy = all(check["ok"] for check in checks.values())
         body = {"status": "ok" if healthy else "unhealthy", **checks, "providers": providers_configuration()}
         return Response(body, status=status.HTTP_200_OK if healthy else status.HTTP_503_SERVICE_UNAVAILABLE)
@@ -195,6 +203,27 @@ def _check_broker() -> dict:
         return {"ok": True, "transport": transport}
     except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
         return {"ok": False, "transport": transport, "error": exc.__class__.__name__}
+
+
+def _check_worker() -> dict:
+    """Whether a Celery worker answers a ping within BEACON_HEALTH_PING_SECONDS."""
+    from config.celery import app
+
+    try:
+        replies = app.control.ping(timeout=settings.BEACON_HEALTH_PING_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - any failure means no worker is known to answer
+        return {"ok": False, "error": exc.__class__.__name__}
+    return {"ok": bool(replies), "answered": len(replies)}
+
+
+def _check_sweep() -> dict:
+    """When beat last had the sweep run; overdue after three intervals and half a minute."""
+    last = Heartbeat.objects.filter(name=SWEEP_HEARTBEAT).values_list("at", flat=True).first()
+    if last is None:
+        return {"ok": False, "last_run": None}
+    age = (timezone.now() - last).total_seconds()
+    allowed = 3 * settings.BEACON_SWEEP_INTERVAL_SECONDS + 30
+    return {"ok": age <= allowed, "last_run": last.isoformat(), "age_seconds": round(age, 1)}
 
 
 class TwilioStatusCallbackView(APIView):

@@ -16,10 +16,11 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from ..models import Delivery, DeliveryAttempt, DeliveryStatus
+from ..models import Delivery, DeliveryAttempt, DeliveryStatus, Heartbeat
 from ..queue import Dispatch, enqueue_dispatch
 from .events import StatusChange, events_record
 
+SWEEP_HEARTBEAT = "sweep"
 WORKER_LOST_MESSAGE = "The worker stopped during the provider call; the outcome is unknown and it was not retried."
 
 
@@ -29,6 +30,7 @@ def deliveries_sweep(*, now: datetime | None = None) -> dict[str, int]:
     requeued, abandoned = _settle_abandoned(now)
     counts["requeued"] += requeued
     counts["abandoned"] = abandoned
+    Heartbeat.objects.update_or_create(name=SWEEP_HEARTBEAT, defaults={"at": timezone.now()})
     return counts
 
 
