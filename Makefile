@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: install run test lint bench migrate token clean
+.PHONY: install run test lint bench fuzz migrate token clean
 
 $(BIN)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -34,6 +34,10 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/python manage.py makemigrations --check --dry-run
+
+# The API against its OpenAPI schema with schemathesis, many examples per operation.
+fuzz: install
+	BEACON_FUZZ_EXAMPLES=$${BEACON_FUZZ_EXAMPLES:-200} $(BIN)/python -m pytest tests/contract $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)

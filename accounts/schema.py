@@ -18,7 +18,7 @@ DESCRIPTIONS = {
     "400": "Invalid input: the errors name each field.",
     "401": "Missing, invalid or revoked token.",
     "403": "Refused: a missing or wrong signature.",
-    "404": "Not found, or another account's.",
+    "404": "Not found, or another account's; or no such page of a list.",
     "409": "The object's state does not allow this.",
     "413": "The request body is larger than the server accepts.",
     "422": "The Idempotency-Key was used with a different request body.",
@@ -51,7 +51,8 @@ def _error_statuses(path: str, method: str, operation: dict) -> list[str]:
         statuses.append("401")
     if "403" in operation.get("responses", {}):
         statuses.append("403")
-    if "{" in path:
+    # Under an id, and on a paginated list asked for a page it does not have.
+    if "{" in path or any(p.get("in") == "query" and p.get("name") == "page" for p in parameters):
         statuses.append("404")
     if path.endswith("/resend/"):
         statuses.append("409")
