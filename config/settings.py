@@ -249,6 +249,8 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR),
         "data_folder_out": str(BROKER_DIR),
+        # Broadcasts (the /health/ ping) keep their files here too, not in the working directory.
+        "control_folder": str(BROKER_DIR / "control"),
         "polling_interval": 0.2,
     }
 CELERY_TASK_IGNORE_RESULT = True
