@@ -117,10 +117,13 @@ def _is_default(value) -> bool:
     return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
 
 
-def template_content_validate(*, required_placeholders, defaults, sample_context, contents) -> None:
-    """Raise the ValidationError a new version with this content would raise; writes nothing."""
+def template_content_validate(*, required_placeholders, defaults, sample_context, contents) -> list[dict]:
+    """Raise the ValidationError a new version with this content would raise; writes
+    nothing. Returns the cleaned contents."""
     _validate_placeholders(required_placeholders, defaults, sample_context)
-    _validate_renders(_validate_contents(contents), defaults=defaults, sample_context=sample_context)
+    cleaned = _validate_contents(contents)
+    _validate_renders(cleaned, defaults=defaults, sample_context=sample_context)
+    return cleaned
 
 
 def _validate_renders(cleaned: list[dict], *, defaults: dict, sample_context: dict) -> None:
@@ -155,9 +158,9 @@ def _create_version(
     *, template: Template, required_placeholders, defaults, sample_context, contents, created_by, note=""
 ) -> TemplateVersion:
     _templates_changed()
-    _validate_placeholders(required_placeholders, defaults, sample_context)
-    cleaned = _validate_contents(contents)
-    _validate_renders(cleaned, defaults=defaults, sample_context=sample_context)
+    cleaned = template_content_validate(
+        required_placeholders=required_placeholders, defaults=defaults, sample_context=sample_context, contents=contents
+    )
     # Lock the template row so two concurrent edits get consecutive numbers.
     Template.objects.select_for_update().filter(pk=template.pk).first()
     number = (template.versions.aggregate(n=Max("number"))["n"] or 0) + 1

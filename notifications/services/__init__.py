@@ -21,7 +21,6 @@ from .accept import (
     Item,
     notification_accept,
     notifications_accept_batch,
-    recipient_resolve,
     recipients_resolve,
 )
 from .actions import delivery_cancel, delivery_resend
@@ -45,7 +44,6 @@ __all__ = [
     "delivery_track",
     "notification_accept",
     "notifications_accept_batch",
-    "recipient_resolve",
     "recipients_resolve",
     "retry_delay",
     "status_callback_url",

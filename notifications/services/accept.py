@@ -157,13 +157,6 @@ def _recipients_by_key(account, keys) -> dict[tuple[str, str], Recipient]:
     return {key: found[key] for key in keys if key in found}
 
 
-def recipient_resolve(*, account, **details) -> Recipient:
-    """One recipient; `timezone_name` is accepted for the `timezone` detail."""
-    if "timezone_name" in details:
-        details["timezone"] = details.pop("timezone_name")
-    return recipients_resolve(account=account, details=[details])[0]
-
-
 # --- Accept ---------------------------------------------------------------------------
 
 
