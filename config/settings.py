@@ -131,6 +131,7 @@ INSTALLED_APPS = [
     "accounts",
     "providers",
     "templates",
+    "preferences",
     "notifications",
 ]
 

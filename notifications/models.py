@@ -103,11 +103,17 @@ class Notification(models.Model):
     category = models.CharField(max_length=32, choices=Category.choices, default=Category.TRANSACTIONAL)
     scheduled_for = models.DateTimeField(null=True, blank=True)
     is_test = models.BooleanField(default=False)
+    booking = models.ForeignKey(
+        "Booking", on_delete=models.SET_NULL, null=True, blank=True, related_name="notifications", db_index=False
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["account", "-created_at"])]
+        indexes = [
+            models.Index(fields=["account", "-created_at"]),
+            models.Index(fields=["booking"], condition=Q(booking__isnull=False), name="notification_booking_idx"),
+        ]
 
     def __str__(self) -> str:
         return str(self.id)
@@ -261,3 +267,145 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class BookingStatus(models.TextChoices):
+    CONFIRMED = "confirmed", "Confirmed"
+    CANCELLED = "cancelled", "Cancelled"
+    COMPLETED = "completed", "Completed"
+
+
+class Booking(models.Model):
+    """A booking as the sender's lifecycle events describe it; its fields are the template
+    context of every message about it, read when each message goes out."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bookings")
+    external_id = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=BookingStatus.choices, default=BookingStatus.CONFIRMED)
+    start_time = models.DateTimeField()
+    end_time = models.DateTimeField()
+    event_name = models.CharField(max_length=200, blank=True)
+    details = models.JSONField(default=dict, blank=True, help_text="The booking as the last event gave it.")
+    invitee = models.ForeignKey(Recipient, on_delete=models.SET_NULL, null=True, blank=True, related_name="bookings")
+    last_event_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-start_time"]
+        constraints = [models.UniqueConstraint(fields=["account", "external_id"], name="booking_external_id_unique")]
+        indexes = [models.Index(fields=["account", "start_time"])]
+
+    def __str__(self) -> str:
+        return f"{self.event_name or 'booking'} {self.external_id}"
+
+
+class BookingEvent(models.Model):
+    """A lifecycle event as received: the same event twice (by id, else by type, booking
+    and start time) is found by its key and changes nothing."""
+
+    account = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    booking = models.ForeignKey(Booking, on_delete=models.CASCADE, related_name="events")
+    key = models.CharField(max_length=300)
+    type = models.CharField(max_length=32)
+    occurred_at = models.DateTimeField()
+    payload = models.JSONField(default=dict)
+    result = models.JSONField(default=dict)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["booking", "occurred_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["account", "key"], name="booking_event_key_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.type} at {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+class ScheduleType(models.TextChoices):
+    SEND = "send", "Scheduled send"
+    REMINDER = "reminder", "Reminder"
+    FOLLOW_UP = "follow_up", "Follow-up"
+
+
+class ScheduleStatus(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    PROCESSING = "processing", "Processing"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class NotificationSchedule(models.Model):
+    """One message due at a time. A scheduled send's delivery is written (and rendered) at
+    accept and waits here; a booking's reminder or follow-up is rendered from the booking
+    as it stands when it falls due."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="schedules", db_index=False
+    )
+    schedule_type = models.CharField(max_length=16, choices=ScheduleType.choices)
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="schedules")
+    booking = models.ForeignKey(Booking, on_delete=models.CASCADE, null=True, blank=True, related_name="schedules")
+    template = models.ForeignKey(
+        "templates.Template", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    minutes_before = models.PositiveIntegerField(null=True, blank=True)
+    priority = models.CharField(max_length=16, choices=Priority.choices, default=Priority.NORMAL)
+    category = models.CharField(max_length=32, choices=Category.choices, default=Category.TRANSACTIONAL)
+    scheduled_for = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=ScheduleStatus.choices, default=ScheduleStatus.SCHEDULED)
+    notification = models.ForeignKey(
+        Notification, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+    )
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["scheduled_for"]
+        indexes = [
+            models.Index(fields=["account", "scheduled_for"]),
+            # The due scan's: only what still waits is in it, so a million sent rows cost nothing.
+            models.Index(
+                fields=["scheduled_for"],
+                condition=Q(status="scheduled", delivery__isnull=True),
+                name="schedule_due_idx",
+            ),
+            models.Index(
+                fields=["claimed_at"],
+                condition=Q(status="processing", claimed_at__isnull=False),
+                name="schedule_claimed_idx",
+            ),
+            models.Index(fields=["delivery"], condition=Q(delivery__isnull=False), name="schedule_delivery_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schedule_type} {self.channel} at {self.scheduled_for:%Y-%m-%d %H:%M} ({self.status})"
+
+
+class FailureAlert(models.Model):
+    """An account's channel whose failure rate crossed the threshold in the last watch;
+    replaced by each watch, shown on /health/."""
+
+    account = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    channel = models.CharField(max_length=16)
+    failed = models.PositiveIntegerField()
+    total = models.PositiveIntegerField()
+    rate = models.FloatField()
+    window_minutes = models.PositiveIntegerField()
+    detected_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-rate"]
+
+    def __str__(self) -> str:
+        return f"{self.channel}: {self.rate:.0%} failed"

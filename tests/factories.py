@@ -17,7 +17,7 @@ def make_template(account, key="reminder", **overrides):
     """A template through the service, as the API makes them: email + SMS content."""
     fields = {
         "name": key.replace("_", " ").title(),
-        "template_type": "booking_reminder",
+        "template_type": "custom",
         "required_placeholders": ["event_name"],
         "defaults": {"start_time": "soon"},
         "sample_context": {"event_name": "Haircut", "invitee_name": "Ana"},

@@ -4,6 +4,7 @@ statements in one transaction; dispatch is enqueued after commit, in batches."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,7 +19,16 @@ from providers.channels import CHANNELS
 from templates.models import Template
 
 from ..bulk import rows_insert_many, rows_insert_returning, rows_update
-from ..models import Delivery, DeliveryEvent, DeliveryStatus, IdempotencyKey, Notification, Recipient
+from ..models import (
+    Delivery,
+    DeliveryEvent,
+    DeliveryStatus,
+    IdempotencyKey,
+    Notification,
+    NotificationSchedule,
+    Recipient,
+    ScheduleType,
+)
 from ..queue import Dispatch, enqueue_dispatch
 from ..receipts import batch_receipt, receipt
 from .decide import Planned, Verdict, deliveries_decide
@@ -26,6 +36,7 @@ from .events import StatusChange
 from .render import messages_render
 
 RECIPIENT_DETAILS = ("email", "phone", "name", "timezone", "locale")
+logger = logging.getLogger("beacon.decide")
 
 
 class IdempotencyConflict(Exception):
@@ -176,6 +187,7 @@ def notification_accept(
     source: str = "api",
     idempotency_key: str = "",
     request_hash: str = "",
+    booking=None,
 ) -> Accepted:
     """Write one Notification and a Delivery per channel, rendered and ready, in one
     transaction; dispatch is enqueued after commit. With an idempotency key, a repeat of
@@ -195,6 +207,7 @@ def notification_accept(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         batch=False,
+        booking=booking,
     )
 
 
@@ -212,6 +225,7 @@ def notifications_accept_batch(
     source: str = "api",
     idempotency_key: str = "",
     request_hash: str = "",
+    bookings: list | None = None,
 ) -> Accepted:
     """One notification per item, validated as a whole: if any item cannot be rendered,
     BatchInvalid names each by its index and nothing is written."""
@@ -230,6 +244,7 @@ def notifications_accept_batch(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         batch=True,
+        bookings=bookings,
     )
 
 
@@ -249,6 +264,8 @@ def _accept(
     idempotency_key,
     request_hash,
     batch: bool,
+    booking=None,
+    bookings: list | None = None,
 ) -> Accepted:
     if idempotency_key:
         replay = _idempotent_replay(account=account, key=idempotency_key, request_hash=request_hash)
@@ -262,6 +279,8 @@ def _accept(
     send_at = scheduled_for if scheduled else now
     category = category or (template.category if template else "transactional")
     version = template.current_version if template else None
+    kind = template.template_type if template else "custom"
+    bookings = bookings or [booking] * len(items)
     try:
         with transaction.atomic():
             people = recipients_resolve(account=account, details=[item.recipient for item in items])
@@ -278,35 +297,47 @@ def _accept(
                     category=category,
                     scheduled_for=scheduled_for if scheduled else None,
                     is_test=is_test,
+                    booking=booking_of,
                 )
-                for item, person in zip(items, people, strict=True)
+                for item, person, booking_of in zip(items, people, bookings, strict=True)
             ]
             planned = [
                 Planned(
-                    recipient_id=person.pk, channel=m.channel, category=category, priority=priority, send_at=send_at
+                    recipient_id=person.pk,
+                    channel=m.channel,
+                    category=category,
+                    priority=priority,
+                    send_at=send_at,
+                    kind=kind,
+                    address=person_details[CHANNELS[m.channel].address_field],
+                    timezone=person.timezone,
                 )
-                for person, messages in zip(people, rendered, strict=True)
+                for person, person_details, messages in zip(
+                    people, (item.recipient for item in items), rendered, strict=True
+                )
                 for m in messages
             ]
             decisions = iter(deliveries_decide(account=account, planned=planned))
-            deliveries, changes = [], []
+            deliveries, changes, schedules = [], [], []
             by_notification: dict = {}
             for notification, item, messages in zip(notifications, items, rendered, strict=True):
                 by_notification[notification.pk] = []
                 for m in messages:
-                    delivery = _new_delivery(account, notification, item.recipient, m, next(decisions), send_at, now)
+                    decision = next(decisions)
+                    delivery = _new_delivery(account, notification, item.recipient, m, decision, send_at, now)
                     deliveries.append(delivery)
                     by_notification[notification.pk].append(delivery)
-                    changes.append(
-                        StatusChange(
-                            delivery.pk, "", delivery.status, source, now, detail=delivery.error_message or "accepted"
-                        )
-                    )
+                    changes.append(StatusChange(delivery.pk, "", delivery.status, source, now, _detail(decision)))
+                    if decision.verdict is not Verdict.SEND:
+                        logger.info("delivery %s %s: %s", delivery.pk, decision.verdict.value, _detail(decision))
+                    if scheduled and delivery.status == DeliveryStatus.SCHEDULED:
+                        schedules.append(_schedule_of(notification, delivery, send_at))
             rows_insert_many(
                 [
                     (Notification, notifications),
                     (Delivery, deliveries),
                     (DeliveryEvent, [change.as_row() for change in changes]),
+                    (NotificationSchedule, schedules),
                 ]
             )
             body = (
@@ -361,6 +392,31 @@ def _render_items(*, channels, items: list[Item], template, subject, message, ba
     if errors:
         raise BatchInvalid(errors)
     return rendered
+
+
+def _detail(decision) -> str:
+    if decision.verdict is Verdict.DEFER:
+        return f"{decision.reason or 'deferred'} until {decision.until.isoformat()}"
+    return decision.reason or "accepted"
+
+
+def _schedule_of(notification: Notification, delivery: Delivery, send_at: datetime) -> NotificationSchedule:
+    """A scheduled send's row in the schedule list: its delivery is already written and
+    rendered, and the sweep queues it when due."""
+    return NotificationSchedule(
+        id=uuid.uuid4(),
+        account_id=notification.account_id,
+        schedule_type=ScheduleType.SEND,
+        channel=delivery.channel,
+        recipient_id=notification.recipient_id,
+        booking_id=notification.booking_id,
+        template_id=notification.template_id,
+        priority=notification.priority,
+        category=notification.category,
+        scheduled_for=send_at,
+        notification_id=notification.pk,
+        delivery_id=delivery.pk,
+    )
 
 
 def _new_delivery(account, notification, recipient: dict, message, decision, send_at, now) -> Delivery:

@@ -6,7 +6,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ..models import CANCELLABLE_STATUSES, RESENDABLE_STATUSES, Delivery, DeliveryStatus
+from ..models import (
+    CANCELLABLE_STATUSES,
+    RESENDABLE_STATUSES,
+    Delivery,
+    DeliveryStatus,
+    NotificationSchedule,
+    ScheduleStatus,
+)
 from ..queue import Dispatch, enqueue_dispatch
 from .events import InvalidTransition, event_record
 
@@ -53,5 +60,8 @@ def delivery_cancel(*, delivery: Delivery, source: str = "api") -> Delivery:
         if not moved:
             raise InvalidTransition(f"Only a scheduled or queued delivery can be cancelled; this one is {current}.")
         event_record(delivery, current, DeliveryStatus.CANCELLED, source, now, detail="cancelled")
+        NotificationSchedule.objects.filter(delivery_id=delivery.pk, status=ScheduleStatus.SCHEDULED).update(
+            status=ScheduleStatus.CANCELLED, processed_at=now, updated_at=now
+        )
     delivery.refresh_from_db()
     return delivery

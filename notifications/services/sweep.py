@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from ..models import Delivery, DeliveryAttempt, DeliveryStatus, Heartbeat
+from ..models import Delivery, DeliveryAttempt, DeliveryStatus, Heartbeat, NotificationSchedule, ScheduleStatus
 from ..queue import Dispatch, enqueue_dispatch
 from .events import StatusChange, events_record
 
@@ -57,13 +57,18 @@ def _queue_due(now: datetime) -> int:
         Delivery.objects.filter(pk__in=[pk for pk, *_ in due]).update(
             status=DeliveryStatus.QUEUED, next_attempt_at=now, enqueued_at=now, updated_at=now
         )
+        went = [pk for pk, _, _, status in due if status == DeliveryStatus.SCHEDULED]
         events_record(
             [
                 StatusChange(pk, DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED, "schedule", now, detail="due")
-                for pk, _, _, status in due
-                if status == DeliveryStatus.SCHEDULED
+                for pk in went
             ]
         )
+        if went:
+            # A scheduled send's row in the schedule list goes with its delivery.
+            NotificationSchedule.objects.filter(delivery_id__in=went, status=ScheduleStatus.SCHEDULED).update(
+                status=ScheduleStatus.SENT, processed_at=now, updated_at=now
+            )
         enqueue_dispatch([Dispatch(pk, channel, attempts) for pk, channel, attempts, _ in due])
     return len(due)
 

@@ -103,7 +103,7 @@ def test_send_defer_and_skip_in_one_batch(alice, alice_api, twilio, decide, djan
     assert (deferred.status, deferred.next_attempt_at, deferred.enqueued_at) == ("scheduled", until, None)
     assert (deferred.attempt_count, deferred.error_code, deferred.error_message) == (0, "", "")
     assert deferred.notification.scheduled_for is None
-    assert events_of(deferred) == [("", "scheduled", "api", "accepted")]
+    assert events_of(deferred) == [("", "scheduled", "api", f"deferred until {until.isoformat()}")]
     # SKIP: suppressed with the reason on the delivery and its event
     assert (skipped.status, skipped.error_code, skipped.error_message) == ("suppressed", "skipped", "quiet hours")
     assert (skipped.next_attempt_at, skipped.enqueued_at, skipped.attempt_count) == (None, None, 0)
