@@ -54,7 +54,8 @@ def _error_statuses(path: str, method: str, operation: dict) -> list[str]:
     # Under an id, and on a paginated list asked for a page it does not have.
     if "{" in path or any(p.get("in") == "query" and p.get("name") == "page" for p in parameters):
         statuses.append("404")
-    if path.endswith("/resend/"):
+    # Actions refused in the object's present state, and lifecycle events out of order.
+    if path.endswith(("/resend/", "/cancel/", "/notifications/events/")):
         statuses.append("409")
     if has_body and method in ("post", "put", "patch"):
         statuses.append("413")

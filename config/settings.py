@@ -269,12 +269,13 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 
 BEACON_SWEEP_INTERVAL_SECONDS = env_float("BEACON_SWEEP_INTERVAL_SECONDS", 10.0, minimum=1.0)
-CELERY_BEAT_SCHEDULE = {
-    "dispatch-due-deliveries": {
-        "task": "notifications.tasks.deliveries_sweep",
-        "schedule": BEACON_SWEEP_INTERVAL_SECONDS,
-    },
-}
+# The periodic tasks live in the database (django-celery-beat), registered after each
+# migrate from notifications/periodic.py and editable in the admin from then on.
+BEACON_SCHEDULE_INTERVAL_SECONDS = env_float("BEACON_SCHEDULE_INTERVAL_SECONDS", 15.0, minimum=1.0)
+# Schedule rows one due-scan batch claims, and how long a claimed row may stay in
+# processing before the scan takes it for a dead worker's and puts it back.
+BEACON_SCHEDULE_BATCH_SIZE = env_int("BEACON_SCHEDULE_BATCH_SIZE", 500, minimum=1)
+BEACON_SCHEDULE_LEASE_SECONDS = env_int("BEACON_SCHEDULE_LEASE_SECONDS", 300, minimum=1)
 
 # --- Sending --------------------------------------------------------------------------
 BEACON_MAX_ATTEMPTS = env_int("BEACON_MAX_ATTEMPTS", 4, minimum=1)
@@ -312,6 +313,19 @@ BEACON_TOKEN_CACHE_SECONDS = env_float("BEACON_TOKEN_CACHE_SECONDS", 10.0)
 BEACON_TEMPLATE_CACHE_SECONDS = env_float("BEACON_TEMPLATE_CACHE_SECONDS", 5.0)
 # Recipients in one POST send/batch/.
 BEACON_BATCH_MAX_RECIPIENTS = env_int("BEACON_BATCH_MAX_RECIPIENTS", 1000, minimum=1)
+# Upkeep: notifications (with their deliveries, attempts and events), finished schedules
+# and booking events older than this many days are deleted, this many ids per DELETE.
+BEACON_LOG_RETENTION_DAYS = env_int("BEACON_LOG_RETENTION_DAYS", 90, minimum=1)
+BEACON_CLEANUP_BATCH_SIZE = env_int("BEACON_CLEANUP_BATCH_SIZE", 1000, minimum=1)
+# The failure watch: over the last this many minutes, an account's channel with at least
+# this many finished deliveries and at least this share of them failed is an alert.
+BEACON_FAILURE_WATCH_MINUTES = env_int("BEACON_FAILURE_WATCH_MINUTES", 60, minimum=1)
+BEACON_FAILURE_WATCH_MIN_VOLUME = env_int("BEACON_FAILURE_WATCH_MIN_VOLUME", 20, minimum=1)
+BEACON_FAILURE_RATE_THRESHOLD = env_float("BEACON_FAILURE_RATE_THRESHOLD", 0.25)
+if BEACON_FAILURE_RATE_THRESHOLD > 1:
+    raise ImproperlyConfigured(
+        f"BEACON_FAILURE_RATE_THRESHOLD is a share between 0 and 1, got {BEACON_FAILURE_RATE_THRESHOLD}"
+    )
 PROVIDER_TIMEOUT_SECONDS = env_float("PROVIDER_TIMEOUT_SECONDS", 10.0, minimum=0.1)
 
 # One provider kind per channel; see providers/registry.py for the kinds.

@@ -1,10 +1,29 @@
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.auth import get_permission_codename
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
+from accounts.admin_scoping import AccountScopedAdmin
 from providers.channels import CHANNELS
 from templates.admin import ImmutableAdmin
 
-from .models import Delivery, DeliveryAttempt, DeliveryEvent, IdempotencyKey, Notification, Recipient
+from .models import (
+    Booking,
+    BookingEvent,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryEvent,
+    FailureAlert,
+    IdempotencyKey,
+    Notification,
+    NotificationSchedule,
+    Recipient,
+    ScheduleStatus,
+)
 from .services import InvalidTransition, delivery_cancel, delivery_resend
+from .services.schedules import schedule_cancel
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -59,7 +78,7 @@ def _apply(modeladmin, request, queryset, service, verb):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(AccountScopedAdmin, admin.ModelAdmin):
     list_display = (
         "id",
         "account",
@@ -104,7 +123,7 @@ class DeliveryAdmin(admin.ModelAdmin):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(AccountScopedAdmin, admin.ModelAdmin):
     list_display = (
         "id",
         "account",
@@ -130,7 +149,7 @@ class NotificationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Recipient)
-class RecipientAdmin(admin.ModelAdmin):
+class RecipientAdmin(AccountScopedAdmin, admin.ModelAdmin):
     list_display = ("id", "account", "name", "email", "phone", "external_id", "timezone", "locale", "created_at")
     list_filter = ("locale", "timezone")
     search_fields = ("name", "email", "phone", "external_id", "account__username")
@@ -138,7 +157,8 @@ class RecipientAdmin(admin.ModelAdmin):
 
 
 @admin.register(DeliveryAttempt)
-class DeliveryAttemptAdmin(ImmutableAdmin):
+class DeliveryAttemptAdmin(AccountScopedAdmin, ImmutableAdmin):
+    account_path = "delivery__account"
     list_display = ("delivery", "number", "provider", "outcome", "response_code", "duration_ms", "started_at")
     list_filter = ("outcome", "provider")
     search_fields = ("=delivery__id", "provider_message_id", "error")
@@ -146,7 +166,8 @@ class DeliveryAttemptAdmin(ImmutableAdmin):
 
 
 @admin.register(DeliveryEvent)
-class DeliveryEventAdmin(ImmutableAdmin):
+class DeliveryEventAdmin(AccountScopedAdmin, ImmutableAdmin):
+    account_path = "delivery__account"
     list_display = ("delivery", "from_status", "status", "source", "occurred_at")
     list_filter = ("status", "source")
     search_fields = ("=delivery__id", "detail")
@@ -154,7 +175,7 @@ class DeliveryEventAdmin(ImmutableAdmin):
 
 
 @admin.register(IdempotencyKey)
-class IdempotencyKeyAdmin(admin.ModelAdmin):
+class IdempotencyKeyAdmin(AccountScopedAdmin, admin.ModelAdmin):
     list_display = ("key", "account", "notification", "response_status", "created_at")
     search_fields = ("key", "account__username")
     readonly_fields = (
@@ -169,3 +190,156 @@ class IdempotencyKeyAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+def _change_link(obj, text=None):
+    opts = obj._meta
+    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, text if text is not None else obj)
+
+
+@admin.register(NotificationSchedule)
+class NotificationScheduleAdmin(AccountScopedAdmin, admin.ModelAdmin):
+    list_display = ("scheduled_for", "schedule_type", "channel", "recipient", "booking", "status", "short_id")
+    list_filter = ("status", "schedule_type", "channel")
+    search_fields = ("=id", "booking__external_id", "recipient__email", "recipient__phone")
+    date_hierarchy = "scheduled_for"
+    list_select_related = ("recipient", "booking")
+    actions = ["cancel_schedules"]
+
+    @admin.display(description="id")
+    def short_id(self, schedule):
+        return str(schedule.pk)[:8]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        # Schedules come from sends and bookings; they are cancelled, never edited by hand.
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_cancel_permission(self, request):
+        return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")
+
+    @admin.action(description="Cancel selected schedules", permissions=["cancel"])
+    def cancel_schedules(self, request, queryset):
+        schedules = list(queryset.select_related("recipient", "booking"))
+        if request.POST.get("post") != "yes":
+            return TemplateResponse(
+                request,
+                "admin/notifications/notificationschedule/cancel_confirmation.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Are you sure?",
+                    "opts": self.opts,
+                    "schedules": schedules,
+                    "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                },
+            )
+        cancelled, refused = 0, []
+        for schedule in schedules:
+            try:
+                schedule_cancel(schedule=schedule, source="admin")
+                cancelled += 1
+            except InvalidTransition as exc:
+                refused.append(f"{self.short_id(schedule)}: {exc}")
+        if cancelled:
+            plural = "" if cancelled == 1 else "s"
+            self.message_user(request, f"Cancelled {cancelled} schedule{plural}.", messages.SUCCESS)
+        for line in refused[:10]:
+            self.message_user(request, line, messages.WARNING)
+        if len(refused) > 10:
+            self.message_user(request, f"{len(refused) - 10} more could not be cancelled.", messages.WARNING)
+        return None
+
+
+class BookingNotificationInline(ReadOnlyInline):
+    model = Notification
+    verbose_name_plural = "notifications"
+    fields = ("notification", "template", "channels", "category", "created_at", "deliveries")
+    ordering = ("created_at",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("template").prefetch_related("deliveries")
+
+    @admin.display(description="notification")
+    def notification(self, notification):
+        return _change_link(notification, str(notification.pk)[:8])
+
+    @admin.display(description="deliveries")
+    def deliveries(self, notification):
+        return format_html_join(
+            ", ",
+            '<a href="{}">{}: {}</a>',
+            (
+                (reverse("admin:notifications_delivery_change", args=[d.pk]), d.channel, d.get_status_display())
+                for d in notification.deliveries.all()
+            ),
+        )
+
+
+class PendingScheduleInline(ReadOnlyInline):
+    model = NotificationSchedule
+    verbose_name_plural = "pending reminders and follow-ups"
+    fields = ("schedule", "schedule_type", "channel", "scheduled_for", "minutes_before", "recipient")
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .filter(status=ScheduleStatus.SCHEDULED)
+            .select_related("recipient")
+            .order_by("scheduled_for")
+        )
+
+    @admin.display(description="schedule")
+    def schedule(self, schedule):
+        return _change_link(schedule, str(schedule.pk)[:8])
+
+
+class BookingEventInline(ReadOnlyInline):
+    model = BookingEvent
+    verbose_name_plural = "history"
+    fields = ("type", "occurred_at", "key", "result", "received_at")
+
+
+@admin.register(Booking)
+class BookingAdmin(AccountScopedAdmin, ImmutableAdmin):
+    """A booking as its events left it, with what was sent about it and what is still due."""
+
+    list_display = ("external_id", "event_name", "start_time", "status", "invitee", "account")
+    list_filter = ("status",)
+    search_fields = ("external_id", "event_name", "invitee__email", "invitee__phone", "invitee__name")
+    date_hierarchy = "start_time"
+    list_select_related = ("invitee", "account")
+    readonly_fields = (
+        "account",
+        "external_id",
+        "status",
+        "event_name",
+        "start_time",
+        "end_time",
+        "invitee",
+        "details",
+        "last_event_at",
+        "created_at",
+        "updated_at",
+    )
+    inlines = [BookingNotificationInline, PendingScheduleInline, BookingEventInline]
+
+
+@admin.register(FailureAlert)
+class FailureAlertAdmin(AccountScopedAdmin, ImmutableAdmin):
+    list_display = ("account", "channel", "failed", "total", "failure_rate", "window_minutes", "detected_at")
+    list_filter = ("channel",)
+    list_select_related = ("account",)
+
+    @admin.display(description="rate", ordering="rate")
+    def failure_rate(self, alert):
+        return f"{alert.rate:.0%}"

@@ -6,9 +6,10 @@ import anymail.urls
 from anymail.exceptions import AnymailWebhookValidationFailure
 from django.conf import settings
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.urls import URLPattern
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, parsers, permissions, status, viewsets
 from rest_framework.response import Response
@@ -47,7 +48,9 @@ from .services import (
     notification_accept,
     notifications_accept_batch,
 )
+from .services.inbound import sms_inbound
 from .services.sweep import SWEEP_HEARTBEAT
+from .services.upkeep import failure_rates_summary
 
 
 def request_fingerprint(data) -> str:
@@ -166,7 +169,9 @@ class ResendView(APIView):
 
 class HealthView(APIView):
     """Database, broker, a worker's answer, the sweep's last run and provider configuration;
-    503 when the database or broker is down, no worker answers or the sweep is overdue."""
+    503 when the database or broker is down, no worker answers or the sweep is overdue.
+    `failure_rates` (channels whose failure rate is over the threshold) is information
+    only: it never makes the answer a 503."""
 
     permission_classes = [permissions.AllowAny]
     authentication_classes = []
@@ -180,7 +185,12 @@ class HealthView(APIView):
             "sweep": _check_sweep(),
         }
         healthy = all(check["ok"] for check in checks.values())
-        body = {"status": "ok" if healthy else "unhealthy", **checks, "providers": providers_configuration()}
+        body = {
+            "status": "ok" if healthy else "unhealthy",
+            **checks,
+            "providers": providers_configuration(),
+            "failure_rates": failure_rates_summary(),
+        }
         return Response(body, status=status.HTTP_200_OK if healthy else status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
@@ -226,9 +236,22 @@ def _check_sweep() -> dict:
     return {"ok": age <= allowed, "last_run": last.isoformat(), "age_seconds": round(age, 1)}
 
 
+def twilio_params(request) -> dict:
+    """The form parameters of a request from Twilio, once its X-Twilio-Signature holds over
+    PUBLIC_BASE_URL and the path (so it holds behind a TLS-terminating proxy); raises
+    WebhookSignatureInvalid otherwise."""
+    params = {key: request.data.get(key) for key in request.data}
+    url = settings.PUBLIC_BASE_URL + request.get_full_path()
+    verify_signature(url=url, params=params, signature=request.headers.get("X-Twilio-Signature", ""))
+    return params
+
+
+def invalid_signature() -> Response:
+    return Response({"message": "Invalid signature.", "errors": {}}, status=status.HTTP_403_FORBIDDEN)
+
+
 class TwilioStatusCallbackView(APIView):
-    """Twilio's message status callback. The signature is checked over PUBLIC_BASE_URL and
-    the path, so it holds behind a TLS-terminating proxy; a bad one is a 403 and no change."""
+    """Twilio's message status callback, signed; a bad signature is a 403 and no change."""
 
     permission_classes = [permissions.AllowAny]
     authentication_classes = []
@@ -236,12 +259,10 @@ class TwilioStatusCallbackView(APIView):
 
     @extend_schema(request=None, responses={204: None, 403: dict})
     def post(self, request):
-        params = {key: request.data.get(key) for key in request.data}
-        url = settings.PUBLIC_BASE_URL + request.get_full_path()
         try:
-            verify_signature(url=url, params=params, signature=request.headers.get("X-Twilio-Signature", ""))
+            params = twilio_params(request)
         except WebhookSignatureInvalid:
-            return Response({"message": "Invalid signature.", "errors": {}}, status=status.HTTP_403_FORBIDDEN)
+            return invalid_signature()
         new_status = TWILIO_STATUS_MAP.get(params.get("MessageStatus") or params.get("SmsStatus") or "")
         delivery = delivery_for_callback(
             channel=Channel.SMS,
@@ -259,6 +280,31 @@ class TwilioStatusCallbackView(APIView):
                 error_message=f"Twilio error {error_code}" if error_code else "",
             )
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+
+class SmsInboundView(APIView):
+    """Twilio's incoming-message webhook for the platform number, signed like the status
+    callback. STOP and START keywords change the sender's suppression for every account
+    that has the number as a recipient. The answer is empty TwiML: Twilio's Advanced
+    Opt-Out sends the confirmation reply itself."""
+
+    permission_classes = [permissions.AllowAny]
+    authentication_classes = []
+    parser_classes = [parsers.FormParser]
+
+    @extend_schema(request=None, responses={(200, "text/xml"): OpenApiTypes.STR, 403: dict})
+    def post(self, request):
+        try:
+            params = twilio_params(request)
+        except WebhookSignatureInvalid:
+            return invalid_signature()
+        sms_inbound(
+            from_=params.get("From") or "", body=params.get("Body") or "", opt_out_type=params.get("OptOutType") or ""
+        )
+        return HttpResponse(EMPTY_TWIML, content_type="text/xml")
 
 
 def _esp_webhook_guard(view):

@@ -6,4 +6,9 @@ class NotificationsConfig(AppConfig):
     verbose_name = "Notifications"
 
     def ready(self):
+        from django.db.models.signals import post_migrate
+
         from . import receivers  # noqa: F401 - connects django-anymail's tracking signal
+        from .periodic import periodic_tasks_install
+
+        post_migrate.connect(periodic_tasks_install, sender=self, dispatch_uid="beacon-periodic-tasks")

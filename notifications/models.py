@@ -354,6 +354,7 @@ class NotificationSchedule(models.Model):
         "templates.Template", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     minutes_before = models.PositiveIntegerField(null=True, blank=True)
+    context = models.JSONField(default=dict, blank=True, help_text="Template context; a booking's fields go over it.")
     priority = models.CharField(max_length=16, choices=Priority.choices, default=Priority.NORMAL)
     category = models.CharField(max_length=32, choices=Category.choices, default=Category.TRANSACTIONAL)
     scheduled_for = models.DateTimeField()

@@ -20,3 +20,34 @@ def delivery_dispatch(delivery_id: str, attempts_before: int | None = None) -> s
 @shared_task(name="notifications.tasks.deliveries_sweep")
 def deliveries_sweep() -> dict:
     return services.deliveries_sweep()
+
+
+@shared_task(name="notifications.tasks.schedules_process")
+def schedules_process() -> dict:
+    """Reminders and follow-ups that fell due (the due scan)."""
+    from .services.schedules import schedules_process
+
+    return schedules_process()
+
+
+@shared_task(name="notifications.tasks.daily_agendas_send")
+def daily_agendas_send() -> dict:
+    from .services.agenda import daily_agendas_send
+
+    return daily_agendas_send()
+
+
+@shared_task(name="notifications.tasks.notifications_cleanup")
+def notifications_cleanup() -> dict:
+    """Delete logs older than BEACON_LOG_RETENTION_DAYS (safe to run twice: a second run finds less)."""
+    from .services.upkeep import notifications_cleanup
+
+    return notifications_cleanup()
+
+
+@shared_task(name="notifications.tasks.failure_rates_watch")
+def failure_rates_watch() -> dict:
+    """Replace the failure alerts with the current window's (safe to run twice)."""
+    from .services.upkeep import failure_rates_watch
+
+    return failure_rates_watch()

@@ -1,6 +1,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
+from preferences.api import AccountPreferenceView
 from templates.api import TemplateViewSet
 
 from .api import (
@@ -9,19 +10,25 @@ from .api import (
     HealthView,
     ResendView,
     SendView,
+    SmsInboundView,
     TemplateTestView,
     TwilioStatusCallbackView,
 )
+from .bookings_api import BookingEventsView, ScheduleViewSet
 
 router = DefaultRouter()
 router.register("templates", TemplateViewSet, basename="template")
 router.register("logs", DeliveryLogViewSet, basename="log")
+router.register("scheduled", ScheduleViewSet, basename="scheduled")
 
 urlpatterns = [
     path("send/", SendView.as_view(), name="send"),
     path("send/batch/", BatchSendView.as_view(), name="send-batch"),
     path("health/", HealthView.as_view(), name="health"),
+    path("preferences/", AccountPreferenceView.as_view(), name="preferences"),
+    path("events/", BookingEventsView.as_view(), name="booking-events"),
     path("sms-status-callback/", TwilioStatusCallbackView.as_view(), name="sms-status-callback"),
+    path("sms-inbound/", SmsInboundView.as_view(), name="sms-inbound"),
     path("templates/<uuid:pk>/test/", TemplateTestView.as_view(), name="template-test"),
     path("<uuid:pk>/resend/", ResendView.as_view(), name="resend"),
     path("", include(router.urls)),

@@ -96,6 +96,7 @@ class OutboundMessage:
     reference: str = ""  # our delivery id, echoed in callbacks where the provider allows
     status_callback_url: str = ""
     metadata: dict = field(default_factory=dict)
+    headers: dict = field(default_factory=dict)  # extra message headers, where the channel has them (email)
 
 
 @dataclass

@@ -92,6 +92,7 @@ class DjangoEmailProvider(Provider):
         )
         if message.html_body:
             email.attach_alternative(message.html_body, "text/html")
+        email.extra_headers.update(message.headers)
         message_id = make_msgid(domain=settings.DEFAULT_FROM_EMAIL.rsplit("@", 1)[-1].strip(">") or None)
         email.extra_headers["Message-ID"] = message_id
         if message.reference:

@@ -4,6 +4,7 @@ statements in one transaction; dispatch is enqueued after commit, in batches."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ class Accepted:
     notifications: list[Notification]
     status_code: int = 202
     replayed: bool = False
+    deliveries: dict = dataclasses.field(default_factory=dict)  # notification id -> its new deliveries
 
     @property
     def notification(self) -> Notification:
@@ -363,7 +365,7 @@ def _accept(
         if replay is None:
             raise
         return replay
-    return Accepted(body=body, notifications=notifications)
+    return Accepted(body=body, notifications=notifications, deliveries=by_notification)
 
 
 def _render_items(*, channels, items: list[Item], template, subject, message, batch: bool) -> list[list]:

@@ -16,6 +16,7 @@ from ..models import (
 )
 from ..queue import Dispatch, enqueue_dispatch
 from .events import InvalidTransition, event_record
+from .rights import ERASED
 
 # What a delivery sends: a resend copies exactly these.
 MESSAGE_FIELDS = ("channel", "to", "locale", "subject", "body", "html_body", "encoding", "segments")
@@ -29,6 +30,8 @@ def delivery_resend(*, delivery: Delivery, source: str = "api") -> Delivery:
     pending = delivery.resends.exclude(status__in=RESENDABLE_STATUSES).first()
     if pending is not None:
         raise InvalidTransition(f"This delivery was already resent as {pending.pk} ({pending.status}).")
+    if delivery.to == ERASED:
+        raise InvalidTransition("This delivery's recipient was erased; it cannot be resent.")
     if delivery.status not in RESENDABLE_STATUSES:
         raise InvalidTransition(
             f"Only a delivery that is {', '.join(sorted(RESENDABLE_STATUSES))} can be resent; this one is {delivery.status}."

@@ -26,14 +26,18 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
+from preferences.models import Suppression, address_hash
 from providers.base import OutboundMessage, ProviderConfigurationError, ProviderError, SendResult
 from providers.channels import CHANNELS
 from providers.registry import providers_for
+from templates.models import Category, Channel
 
 from ..bulk import rows_update, rows_upsert
-from ..models import Delivery, DeliveryAttempt, DeliveryStatus
+from ..models import Delivery, DeliveryAttempt, DeliveryStatus, Notification
 from ..queue import Dispatch, enqueue_dispatch
+from ..unsubscribe import unsubscribe_headers
 from .events import StatusChange, events_record
+from .inbound import unsubscribed_errors_suppress
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +105,7 @@ def deliveries_dispatch(*, items: list[tuple[object, int | None]]) -> dict[str, 
     """
     position = {str(delivery_id): index for index, (delivery_id, _) in enumerate(items)}
     claimed = sorted(_claim(items), key=lambda d: (d.channel, position[str(d.pk)]))  # in the order given
-    outcomes: dict[str, str] = {}
+    claimed, outcomes = _drop_suppressed(claimed)
     for channel, group in groupby(claimed, key=lambda d: d.channel):
         outcomes.update(_dispatch_channel(channel, list(group)))
     return {str(delivery_id): outcomes.get(str(delivery_id), NOT_CLAIMED) for delivery_id, _ in items}
@@ -150,6 +154,49 @@ def _claim(items: list[tuple[object, int | None]]) -> list[Delivery]:
         return list(Delivery.objects.raw(sql, params))
 
 
+def _drop_suppressed(claimed: list[Delivery]) -> tuple[list[Delivery], dict[str, str]]:
+    """Deliveries whose address was suppressed after they were accepted (a STOP, a bounce
+    or an erasure while they waited) are not sent: they end as suppressed, with the reason.
+    One query per batch."""
+    if not claimed:
+        return claimed, {}
+    hashes = {address_hash(d.channel, d.to): d for d in claimed}
+    found = {
+        (account_id, channel, key): reason
+        for account_id, channel, key, reason in Suppression.objects.filter(
+            account_id__in={d.account_id for d in claimed},
+            channel__in={d.channel for d in claimed},
+            address_hash__in=list(hashes),
+        ).values_list("account_id", "channel", "address_hash", "reason")
+    }
+    if not found:
+        return claimed, {}
+    now = timezone.now()
+    stopped, changes = {}, []
+    for delivery in claimed:
+        reason = found.get((delivery.account_id, delivery.channel, address_hash(delivery.channel, delivery.to)))
+        if reason:
+            message = f"suppressed: the {delivery.channel} address was suppressed ({reason}) before it was sent"
+            stopped[delivery.pk] = message
+            changes.append(
+                StatusChange(delivery.pk, DeliveryStatus.SENDING, DeliveryStatus.SUPPRESSED, "dispatch", now, message)
+            )
+    with transaction.atomic():
+        for pk, message in stopped.items():
+            Delivery.objects.filter(pk=pk, status=DeliveryStatus.SENDING).update(
+                status=DeliveryStatus.SUPPRESSED,
+                attempt_count=F("attempt_count") - 1,
+                next_attempt_at=None,
+                enqueued_at=None,
+                error_code="skipped",
+                error_message=message,
+                updated_at=now,
+            )
+        events_record(changes)
+    logger.info("%d claimed deliveries were suppressed before sending", len(stopped))
+    return [d for d in claimed if d.pk not in stopped], {str(pk): DeliveryStatus.SUPPRESSED for pk in stopped}
+
+
 @dataclass
 class _Sent:
     delivery: Delivery
@@ -170,6 +217,7 @@ def _dispatch_channel(channel: str, claimed: list[Delivery]) -> dict[str, str]:
     size = settings.BEACON_DISPATCH_FLUSH_SIZE if provider else len(claimed)
     lease = settings.BEACON_SENDING_LEASE_SECONDS
     outcomes: dict[str, str] = {}
+    headers = _message_headers(channel, claimed)
     pending, sent, unsent, throttled = list(claimed), [], [], None
     renewed = time.monotonic()
     while True:
@@ -200,7 +248,7 @@ def _dispatch_channel(channel: str, claimed: list[Delivery]) -> dict[str, str]:
         if provider is None:
             sent = [_Sent(d, a, failure, 0) for d, a in zip(chunk, attempts, strict=True)]
             continue
-        sent, throttled = _send(provider, chunk, attempts)
+        sent, throttled = _send(provider, chunk, attempts, headers)
         unsent = list(zip(chunk[len(sent) :], attempts[len(sent) :], strict=True))
 
 
@@ -231,9 +279,11 @@ def _attempts_write(attempts: list[DeliveryAttempt]) -> None:
     rows_upsert(DeliveryAttempt, attempts, unique_fields=["delivery", "number"], update_fields=ATTEMPT_RESULT_FIELDS)
 
 
-def _send(provider, chunk: list[Delivery], attempts: list[DeliveryAttempt]) -> tuple[list[_Sent], ProviderError | None]:
+def _send(
+    provider, chunk: list[Delivery], attempts: list[DeliveryAttempt], headers: dict
+) -> tuple[list[_Sent], ProviderError | None]:
     """Send a flush; stop at a throttling answer (429), leaving the rest unsent."""
-    messages = [_message(d) for d in chunk]
+    messages = [_message(d, headers.get(d.pk)) for d in chunk]
     stream = iter(provider.send_many(messages))
     sent: list[_Sent] = []
     for delivery, attempt in zip(chunk, attempts, strict=True):
@@ -251,7 +301,24 @@ def _send(provider, chunk: list[Delivery], attempts: list[DeliveryAttempt]) -> t
     return sent, None
 
 
-def _message(delivery: Delivery) -> OutboundMessage:
+def _message_headers(channel: str, deliveries: list[Delivery]) -> dict:
+    """Extra headers by delivery id, for the whole batch in one query: a marketing email
+    carries a one-click unsubscribe link for its recipient (RFC 8058)."""
+    if channel != Channel.EMAIL or not deliveries:
+        return {}
+    marketing = dict(
+        Notification.objects.filter(
+            pk__in={d.notification_id for d in deliveries}, category=Category.MARKETING
+        ).values_list("pk", "recipient_id")
+    )
+    return {
+        d.pk: unsubscribe_headers(account_id=d.account_id, recipient_id=marketing[d.notification_id])
+        for d in deliveries
+        if d.notification_id in marketing
+    }
+
+
+def _message(delivery: Delivery, headers: dict | None = None) -> OutboundMessage:
     return OutboundMessage(
         channel=delivery.channel,
         to=delivery.to,
@@ -261,6 +328,7 @@ def _message(delivery: Delivery) -> OutboundMessage:
         reference=str(delivery.pk),
         status_callback_url=status_callback_url(delivery),
         metadata={"beacon_delivery": str(delivery.pk)},
+        headers=headers or {},
     )
 
 
@@ -275,6 +343,13 @@ def _record(sent: list[_Sent], changes: list[StatusChange]) -> tuple[dict[str, s
     retry_now: list[tuple[Delivery, float]] = []
     for item in sent:
         _apply(item, finished, ours, retry_now)
+    unsubscribed_errors_suppress(
+        reports=[
+            (item.delivery.account_id, item.delivery.channel, item.delivery.to, item.outcome.code)
+            for item in sent
+            if isinstance(item.outcome, ProviderError) and item.outcome.code
+        ]
+    )
     movable = rows_update(
         Delivery,
         [item.delivery for item in sent],

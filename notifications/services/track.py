@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from ..models import Delivery
 from .events import TIMESTAMP_FIELD, can_move, event_record
+from .inbound import unsubscribed_errors_suppress
 
 
 def delivery_track(
@@ -22,7 +23,11 @@ def delivery_track(
     error_message: str = "",
 ) -> bool:
     """Apply a provider-reported status. Moves only forward: late, repeated or
-    out-of-order reports change nothing. Returns whether the delivery changed."""
+    out-of-order reports change nothing. Returns whether the delivery changed. An error
+    saying the recipient unsubscribed (Twilio 21610) suppresses the address, whatever
+    the status did."""
+    if error_code:
+        unsubscribed_errors_suppress(reports=[(delivery.account_id, delivery.channel, delivery.to, error_code)])
     occurred_at = occurred_at or timezone.now()
     for _ in range(5):
         current = Delivery.objects.values_list("status", flat=True).get(pk=delivery.pk)

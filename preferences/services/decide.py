@@ -11,8 +11,9 @@ One function weighs, in this order:
    later withdrawal undid;
 4. the account's toggle for the notification type on the channel
    (`booking_reminders_sms`, ...);
-5. weekend exclusion of reminders, in the reader's time zone (a late reminder is worse
-   than none, so it is skipped rather than deferred);
+5. weekend exclusion of reminders, in the reader's time zone, at the time asked and
+   again where a deferral would land (a late reminder is worse than none, so it is
+   skipped rather than deferred);
 6. time: do-not-disturb and the recipient's quiet hours (both in the reader's own time
    zone, across midnight and DST changes) and the daily reminder cap defer the delivery
    to the next allowed moment. A critical message is not held by either.
@@ -71,6 +72,7 @@ class Decision:
 
 
 SEND_NOW = Decision(Verdict.SEND)
+SKIP_WEEKEND = Decision(Verdict.SKIP, reason="weekend: the account excludes reminders at weekends")
 
 
 @functools.lru_cache(maxsize=512)
@@ -128,8 +130,9 @@ def _decide_one(p: Planned, prefs, suppressed, rp, consent, counts) -> Decision:
     if not prefs.channel_enabled(p.kind, p.channel):
         return Decision(Verdict.SKIP, reason=f"channel_off: the account's {p.kind} on {p.channel} is switched off")
     zone = local_zone(p.timezone or prefs.timezone)
-    if p.kind in WEEKEND_KINDS and prefs.exclude_weekends_reminders and p.send_at.astimezone(zone).weekday() >= 5:
-        return Decision(Verdict.SKIP, reason="weekend: the account excludes reminders at weekends")
+    weekend_excluded = p.kind in WEEKEND_KINDS and prefs.exclude_weekends_reminders
+    if weekend_excluded and _is_weekend(p.send_at, zone):
+        return SKIP_WEEKEND
     if critical:
         return SEND_NOW
 
@@ -156,6 +159,10 @@ def _decide_one(p: Planned, prefs, suppressed, rp, consent, counts) -> Decision:
             break
     if when == p.send_at:
         return SEND_NOW
+    # Judged again where the deferral lands: a reminder held past Friday night would
+    # otherwise go out on the Saturday the account excluded.
+    if weekend_excluded and _is_weekend(when, zone):
+        return SKIP_WEEKEND
     reasons = ", ".join(dict.fromkeys(why))
     return Decision(Verdict.DEFER, until=when, reason=f"deferred: {reasons}")
 
@@ -183,6 +190,10 @@ def window_end(when: datetime, zone, start: time, end: time) -> datetime | None:
     return end_at if end_at > when else None
 
 
+def _is_weekend(when: datetime, zone) -> bool:
+    return when.astimezone(zone).weekday() >= 5
+
+
 def start_of_day(day: date, zone) -> datetime:
     return datetime.combine(day, time(0, 0), tzinfo=zone)
 
@@ -196,12 +207,14 @@ def _consent(account, planned: list[Planned]) -> dict[tuple[int, str], bool]:
         account=account,
         recipient_id__in={rid for rid, _ in wanted},
     ).order_by("recorded_at", "id")
+    channels_of: dict[int, list[str]] = defaultdict(list)
+    for recipient_id, channel in wanted:
+        channels_of[recipient_id].append(channel)
     latest: dict[tuple[int, str], bool] = {}
     for recipient_id, channel, granted in records.values_list("recipient_id", "channel", "granted"):
         if channel == "*":
-            for rid, ch in wanted:
-                if rid == recipient_id:
-                    latest[(rid, ch)] = granted
+            for ch in channels_of[recipient_id]:
+                latest[(recipient_id, ch)] = granted
         else:
             latest[(recipient_id, channel)] = granted
     return latest

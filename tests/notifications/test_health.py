@@ -43,6 +43,13 @@ def test_health_is_ok_without_auth(anon_api, twilio, smtp, live_worker_and_beat)
             "email": {"provider": "django", "configured": True, "problems": []},
             "sms": {"provider": "twilio", "configured": True, "problems": []},
         },
+        "failure_rates": {
+            "alerting": False,
+            "last_run": None,
+            "window_minutes": settings.BEACON_FAILURE_WATCH_MINUTES,
+            "threshold": settings.BEACON_FAILURE_RATE_THRESHOLD,
+            "alerts": [],
+        },
     }
     assert TWILIO_TOKEN not in response.content.decode()
     assert TWILIO_SID not in response.content.decode()

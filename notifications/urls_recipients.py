@@ -1,0 +1,10 @@
+"""/api/v1/recipients/: a recipient's data, by the account's external id for them."""
+
+from django.urls import path
+
+from .rights_api import RecipientExportView, RecipientView
+
+urlpatterns = [
+    path("<str:external_id>/", RecipientView.as_view(), name="recipient"),
+    path("<str:external_id>/export/", RecipientExportView.as_view(), name="recipient-export"),
+]
