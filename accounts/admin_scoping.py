@@ -4,10 +4,12 @@ An account is a user. A superuser works across every account; any other staff us
 scoped to their own account: the changelists, change pages and actions hold only its rows,
 and the choices on an add form offer only it and what it owns. Every app's admin mixes
 this in, so there is one rule for all of them (it lives here because every app may import
-`accounts`).
+`accounts`). `action_confirmation` is the confirmation page every bulk action shows first.
 """
 
+from django.contrib.admin import helpers
 from django.contrib.auth import get_user_model
+from django.template.response import TemplateResponse
 
 
 def sees_every_account(user) -> bool:
@@ -40,3 +42,28 @@ class AccountScopedAdmin:
 def _owned_by_account(model) -> bool:
     field = next((f for f in model._meta.fields if f.name == "account"), None)
     return field is not None and field.is_relation and field.remote_field.model is get_user_model()
+
+
+def action_confirmation(
+    modeladmin, request, rows, *, action: str, heading: str, question: str, confirm: str, describe
+) -> TemplateResponse | None:
+    """The "Are you sure?" page of a bulk action, or None once the operator said yes: call
+    it first in the action and act only when it returns None."""
+    if request.POST.get("post") == "yes":
+        return None
+    return TemplateResponse(
+        request,
+        "admin/confirm_action.html",
+        {
+            **modeladmin.admin_site.each_context(request),
+            "title": "Are you sure?",
+            "opts": modeladmin.opts,
+            "heading": heading,
+            "question": question,
+            "confirm": confirm,
+            "action": action,
+            "lines": [describe(row) for row in rows],
+            "pks": [row.pk for row in rows],
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        },
+    )

@@ -1,11 +1,9 @@
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.contrib.auth import get_permission_codename
-from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from accounts.admin_scoping import AccountScopedAdmin
+from accounts.admin_scoping import AccountScopedAdmin, action_confirmation
 from providers.channels import CHANNELS
 from templates.admin import ImmutableAdmin
 
@@ -230,18 +228,23 @@ class NotificationScheduleAdmin(AccountScopedAdmin, admin.ModelAdmin):
     @admin.action(description="Cancel selected schedules", permissions=["cancel"])
     def cancel_schedules(self, request, queryset):
         schedules = list(queryset.select_related("recipient", "booking"))
-        if request.POST.get("post") != "yes":
-            return TemplateResponse(
-                request,
-                "admin/notifications/notificationschedule/cancel_confirmation.html",
-                {
-                    **self.admin_site.each_context(request),
-                    "title": "Are you sure?",
-                    "opts": self.opts,
-                    "schedules": schedules,
-                    "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-                },
-            )
+        page = action_confirmation(
+            self,
+            request,
+            schedules,
+            action="cancel_schedules",
+            heading="Cancel schedules",
+            question="Are you sure you want to cancel these schedules? A cancelled schedule is never sent; "
+            "only those still scheduled can be cancelled.",
+            confirm="Yes, cancel them",
+            describe=lambda s: (
+                f"{s.get_schedule_type_display()} by {s.get_channel_display()} to {s.recipient} at {s.scheduled_for}"
+                + (f" for {s.booking}" if s.booking else "")
+                + f": {s.get_status_display()}"
+            ),
+        )
+        if page is not None:
+            return page
         cancelled, refused = 0, []
         for schedule in schedules:
             try:

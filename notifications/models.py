@@ -76,6 +76,8 @@ class Recipient(models.Model):
         indexes = [
             models.Index(fields=["account", "email"]),
             models.Index(fields=["account", "phone"]),
+            # An inbound STOP names a phone, not an account: every account that has it is found.
+            models.Index(fields=["phone"], condition=~Q(phone=""), name="recipient_phone_idx"),
         ]
 
     def __str__(self) -> str:

@@ -7,13 +7,11 @@ shown, never edited here.
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import ValidationError
-from django.template.response import TemplateResponse
 from rest_framework import serializers
 
-from accounts.admin_scoping import AccountScopedAdmin
+from accounts.admin_scoping import AccountScopedAdmin, action_confirmation
 
 from .models import (
     TOGGLE_PREFIXES,
@@ -210,18 +208,21 @@ class SuppressionAdmin(AccountScopedAdmin, admin.ModelAdmin):
     @admin.action(description="Lift suppression", permissions=["lift"])
     def lift_suppressions(self, request, queryset):
         rows = list(queryset.select_related("account"))
-        if request.POST.get("post") != "yes":
-            return TemplateResponse(
-                request,
-                "admin/preferences/suppression/lift_confirmation.html",
-                {
-                    **self.admin_site.each_context(request),
-                    "title": "Are you sure?",
-                    "opts": self.opts,
-                    "suppressions": rows,
-                    "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-                },
-            )
+        page = action_confirmation(
+            self,
+            request,
+            rows,
+            action="lift_suppressions",
+            heading="Lift suppressions",
+            question="Are you sure you want to lift these suppressions? Messages to these addresses will go out again.",
+            confirm="Yes, lift them",
+            describe=lambda r: (
+                f"{r.channel} {r.address or 'erased (cannot be lifted)'}: {r.get_reason_display()}, "
+                f"since {r.created_at} ({r.account})"
+            ),
+        )
+        if page is not None:
+            return page
         lifted, erased = 0, []
         for suppression in rows:
             # The service finds a suppression by its address; one whose address was erased

@@ -189,7 +189,7 @@ def test_lifting_asks_first_then_lifts(admin_client, alice_rows, bob_rows):
     # then
     assert response.status_code == 200
     assert "Are you sure you want to lift these suppressions?" in response.content.decode()
-    assert response.context["suppressions"] == [suppression]
+    assert response.context["pks"] == [suppression.pk]
     assert Suppression.objects.count() == 2
     # when
     response = lift(admin_client, suppression, confirmed=True)
