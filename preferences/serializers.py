@@ -12,6 +12,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import TOGGLE_PREFIXES, AccountPreference, NotificationMethod
+from .services import account_preference_update
 
 MAX_LEAD_MINUTES = 43200  # 30 days
 MAX_REMINDERS = 10
@@ -131,8 +132,4 @@ class AccountPreferenceSerializer(serializers.ModelSerializer):
         return attrs
 
     def update(self, instance, validated_data):
-        # Only the fields given are written, so that two partial updates at once both stay.
-        for name, value in validated_data.items():
-            setattr(instance, name, value)
-        instance.save(update_fields=[*validated_data, "updated_at"])
-        return instance
+        return account_preference_update(preference=instance, changes=validated_data)

@@ -349,7 +349,10 @@ class Gunicorn:
             except requests.ConnectionError:
                 time.sleep(0.1)
                 continue
-            if response.status_code != 200:
+            # The workers start later, per phase: a 503 for "no worker answers" (or a sweep
+            # that never ran) is expected here; the database and broker must be up.
+            body = response.json() if response.headers.get("Content-Type", "").startswith("application/json") else {}
+            if not (body.get("database", {}).get("ok") and body.get("broker", {}).get("ok")):
                 raise BenchError(f"health check answered {response.status_code}: {response.text[:500]}")
             return self
         raise BenchError(f"gunicorn did not answer within 60 s:\n{self.log_tail()}")
@@ -585,8 +588,9 @@ def purge_queue() -> int:
 
 
 def reset_notifications() -> None:
-    """Empty the notifications_* tables (as the catalogue has them now) and the queue."""
-    truncate(tables_like("notifications_"))
+    """Empty the notifications_* and preferences_* tables (as the catalogue has them now;
+    preferences point at recipients) and the queue."""
+    truncate(tables_like("notifications_") + tables_like("preferences_"))
     purge_queue()
 
 

@@ -26,6 +26,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from preferences.models import AccountPreference
 from templates.models import Template
 
 from ..bulk import rows_update
@@ -105,9 +106,12 @@ def schedules_send(ids: list, *, now: datetime) -> dict[str, int]:
     # A batch shares a few templates and accounts: each is loaded once, not joined per row.
     templates = Template.objects.select_related("current_version").in_bulk({row.template_id for row in rows} - {None})
     accounts = get_user_model().objects.in_bulk({row.account_id for row in rows})
+    # A reader with no time zone of their own reads times in the account's.
+    zones = dict(AccountPreference.objects.filter(account_id__in=accounts).values_list("account_id", "timezone"))
     for row in rows:
         row.template = templates.get(row.template_id)
         row.account = accounts[row.account_id]
+        row.account_zone = zones.get(row.account_id) or "UTC"
     groups: dict[tuple, list[NotificationSchedule]] = defaultdict(list)
     done: list[NotificationSchedule] = []
     for row in rows:
@@ -145,13 +149,15 @@ def _not_sendable(row: NotificationSchedule) -> tuple[str, str] | None:
 
 def _finish(row: NotificationSchedule, status: str, now: datetime, message: str = "") -> None:
     row.status, row.processed_at, row.updated_at, row.error_message = status, now, now, message
+    if status != ScheduleStatus.SENT:
+        logger.info("schedule %s (%s, %s) %s: %s", row.pk, row.schedule_type, row.channel, status, message)
 
 
 def _item(row: NotificationSchedule) -> Item:
     if row.booking is not None:
         recipient = invitee_details(row.booking)
-        zone = recipient.get("timezone") or ""
-        context = {**row.context, **booking_context(row.booking, reader_zone=zone or "UTC")}
+        zone = recipient.get("timezone") or row.account_zone
+        context = {**row.context, **booking_context(row.booking, reader_zone=zone)}
         return Item(recipient=recipient, context=context)
     person = row.recipient
     fields = ("email", "phone", "name", "timezone", "locale")

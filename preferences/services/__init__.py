@@ -8,13 +8,14 @@ from .consent import (
     suppressions_add,
 )
 from .decide import Decision, Planned, Verdict, deliveries_decide, local_zone
-from .settings import account_preference
+from .settings import account_preference, account_preference_update
 
 __all__ = [
     "Decision",
     "Planned",
     "Verdict",
     "account_preference",
+    "account_preference_update",
     "consent_record",
     "deliveries_decide",
     "local_zone",
