@@ -327,12 +327,19 @@ if BEACON_FAILURE_RATE_THRESHOLD > 1:
         f"BEACON_FAILURE_RATE_THRESHOLD is a share between 0 and 1, got {BEACON_FAILURE_RATE_THRESHOLD}"
     )
 PROVIDER_TIMEOUT_SECONDS = env_float("PROVIDER_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+# Outbound URLs (chat webhooks) must reach a public address; true lets them reach loopback
+# and private networks too, for local development and tests.
+BEACON_ALLOW_PRIVATE_TARGETS = env_bool("BEACON_ALLOW_PRIVATE_TARGETS", False)
 
 # One provider kind per channel; see providers/registry.py for the kinds.
 TWILIO_ACCOUNT_SID = env_str("TWILIO_ACCOUNT_SID")
 TWILIO_AUTH_TOKEN = env_str("TWILIO_AUTH_TOKEN")
 TWILIO_FROM_NUMBER = env_str("TWILIO_FROM_NUMBER")
 TWILIO_MESSAGING_SERVICE_SID = env_str("TWILIO_MESSAGING_SERVICE_SID")
+# WhatsApp's sender ("whatsapp:+14155238886"; the prefix is added when missing), else the
+# messaging service; voice calls come from TWILIO_VOICE_FROM, else TWILIO_FROM_NUMBER.
+TWILIO_WHATSAPP_FROM = env_str("TWILIO_WHATSAPP_FROM")
+TWILIO_VOICE_FROM = env_str("TWILIO_VOICE_FROM")
 TWILIO_API_BASE_URL = env_url("TWILIO_API_BASE_URL")
 # One provider kind per channel, from the channel spec: BEACON_<CHANNEL>_PROVIDER for each
 # channel in providers/channels.py (a test holds the kinds to providers/registry.py).

@@ -13,6 +13,7 @@ from .models import (
     Delivery,
     DeliveryAttempt,
     DeliveryEvent,
+    Device,
     FailureAlert,
     IdempotencyKey,
     Notification,
@@ -346,3 +347,19 @@ class FailureAlertAdmin(AccountScopedAdmin, ImmutableAdmin):
     @admin.display(description="rate", ordering="rate")
     def failure_rate(self, alert):
         return f"{alert.rate:.0%}"
+
+
+@admin.register(Device)
+class DeviceAdmin(AccountScopedAdmin, ImmutableAdmin):
+    """Push devices as their apps registered them: registered through the API, removed by
+    the provider's answer or prune_devices, not edited by hand."""
+
+    list_display = ("id", "account", "recipient", "platform", "token_end", "active", "last_seen_at", "deactivated_at")
+    list_filter = ("platform", "active")
+    search_fields = ("recipient__external_id", "recipient__email", "account__username")
+    list_select_related = ("account", "recipient")
+    date_hierarchy = "last_seen_at"
+
+    @admin.display(description="token")
+    def token_end(self, device):
+        return f"…{device.token[-12:]}"

@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from accounts.errors import Conflict, Unprocessable
 from providers.base import WebhookSignatureInvalid
 from providers.registry import providers_configuration
+from providers.twilio_sms import CALL_STATUS_MAP as TWILIO_CALL_STATUS_MAP
 from providers.twilio_sms import STATUS_MAP as TWILIO_STATUS_MAP
 from providers.twilio_sms import verify_signature
 from templates.api import UUID_PATTERN
@@ -251,11 +252,22 @@ def invalid_signature() -> Response:
 
 
 class TwilioStatusCallbackView(APIView):
-    """Twilio's message status callback, signed; a bad signature is a 403 and no change."""
+    """Twilio's status callback for one channel, signed; a bad signature is a 403 and no
+    change. The channel's URL sets which parameters carry the SID and status and which
+    map turns Twilio's statuses into Beacon's: messages (SMS, WhatsApp) report
+    MessageStatus, calls CallStatus with CallDuration and AnsweredBy."""
 
     permission_classes = [permissions.AllowAny]
     authentication_classes = []
     parser_classes = [parsers.FormParser]
+
+    channel: str = Channel.SMS
+    status_map: dict = TWILIO_STATUS_MAP
+    sid_param = "MessageSid"
+    status_params: tuple[str, ...] = ("MessageStatus", "SmsStatus")
+    payload_params: tuple[str, ...] = ("MessageSid", "MessageStatus", "ErrorCode")
+    # Said on a failure that carries no ErrorCode (a call that was busy or not answered).
+    failure_prefix = ""
 
     @extend_schema(request=None, responses={204: None, 403: dict})
     def post(self, request):
@@ -263,23 +275,44 @@ class TwilioStatusCallbackView(APIView):
             params = twilio_params(request)
         except WebhookSignatureInvalid:
             return invalid_signature()
-        new_status = TWILIO_STATUS_MAP.get(params.get("MessageStatus") or params.get("SmsStatus") or "")
+        raw_status = next((params[key] for key in self.status_params if params.get(key)), "")
+        new_status = self.status_map.get(raw_status)
         delivery = delivery_for_callback(
-            channel=Channel.SMS,
+            channel=self.channel,
             delivery_id=request.query_params.get("delivery", ""),
-            provider_message_id=params.get("MessageSid", ""),
+            provider_message_id=params.get(self.sid_param, ""),
         )
         if delivery is not None and new_status:
             error_code = params.get("ErrorCode") or ""
+            if error_code:
+                error_message = f"Twilio error {error_code}"
+            elif new_status in {"undelivered", "failed"} and self.failure_prefix:
+                error_message = f"{self.failure_prefix} {raw_status}"
+            else:
+                error_message = ""
             delivery_track(
                 delivery=delivery,
                 status=new_status,
                 source="twilio",
-                payload={k: params[k] for k in ("MessageSid", "MessageStatus", "ErrorCode") if params.get(k)},
+                payload={key: params[key] for key in self.payload_params if params.get(key)},
                 error_code=error_code,
-                error_message=f"Twilio error {error_code}" if error_code else "",
+                error_message=error_message,
             )
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def twilio_status_callback_view(channel: str):
+    """The status callback view for one of Twilio's channels."""
+    if channel == Channel.VOICE:
+        return TwilioStatusCallbackView.as_view(
+            channel=channel,
+            status_map=TWILIO_CALL_STATUS_MAP,
+            sid_param="CallSid",
+            status_params=("CallStatus",),
+            payload_params=("CallSid", "CallStatus", "CallDuration", "AnsweredBy", "ErrorCode"),
+            failure_prefix="Twilio call status",
+        )
+    return TwilioStatusCallbackView.as_view(channel=channel)
 
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'

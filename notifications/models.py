@@ -61,6 +61,10 @@ class Recipient(models.Model):
     external_id = models.CharField(max_length=200, blank=True)
     email = models.EmailField(blank=True)
     phone = models.CharField(max_length=16, blank=True, help_text="E.164")
+    # Chat channels' incoming webhooks (as Knock and Novu keep chat channel data per recipient).
+    slack_webhook_url = models.URLField(max_length=1000, blank=True)
+    teams_webhook_url = models.URLField(max_length=1000, blank=True)
+    discord_webhook_url = models.URLField(max_length=1000, blank=True)
     name = models.CharField(max_length=200, blank=True)
     timezone = models.CharField(max_length=64, blank=True)
     locale = models.CharField(max_length=16, blank=True)
@@ -135,7 +139,7 @@ class Delivery(models.Model):
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="resends", db_index=False
     )
     channel = models.CharField(max_length=16, choices=Channel.choices)
-    to = models.CharField(max_length=254)
+    to = models.CharField(max_length=1000)  # an address, a number, or a chat webhook URL
     locale = models.CharField(max_length=16, blank=True)
     subject = models.CharField(max_length=500, blank=True)
     body = models.TextField()
@@ -412,3 +416,37 @@ class FailureAlert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel}: {self.rate:.0%} failed"
+
+
+class DevicePlatform(models.TextChoices):
+    IOS = "ios", "iOS"
+    ANDROID = "android", "Android"
+    WEB = "web", "Web"
+
+
+class Device(models.Model):
+    """A recipient's push target: an FCM registration token (iOS, Android) or a browser's
+    Web Push subscription (its endpoint as the token, its keys in `subscription`).
+    Registering the same token again is the same device; a provider's "unregistered"
+    answer deactivates it."""
+
+    account = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="devices")
+    platform = models.CharField(max_length=8, choices=DevicePlatform.choices)
+    token = models.TextField()
+    # Found by (account, token_hash): a token may be longer than an index entry allows.
+    token_hash = models.CharField(max_length=64)
+    subscription = models.JSONField(default=dict, blank=True, help_text="Web Push keys (p256dh, auth).")
+    active = models.BooleanField(default=True)
+    last_seen_at = models.DateTimeField()
+    deactivated_at = models.DateTimeField(null=True, blank=True)
+    deactivation_reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+        constraints = [models.UniqueConstraint(fields=["account", "token_hash"], name="device_token_unique")]
+        indexes = [models.Index(fields=["recipient"], condition=Q(active=True), name="device_active_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.platform} device …{self.token[-8:]} ({'active' if self.active else 'inactive'})"

@@ -11,7 +11,7 @@ from preferences.serializers import LocalTimeField, TimeZoneField
 from providers.channels import CHANNELS
 from templates.models import Category, Channel
 
-from .serializers import E164, LOCALE
+from .serializers import E164, LOCALE, OutboundURLField
 from .services.recipients import (
     RECIPIENT_FIELDS,
     RecipientPreferences,
@@ -73,6 +73,11 @@ class RecipientPreferencesSerializer(serializers.Serializer):
         max_length=16,
         error_messages={"invalid": "Enter the number in E.164 form, e.g. +14155550123."},
     )
+    slack_webhook_url = OutboundURLField(required=False, allow_blank=True, help_text="A Slack incoming webhook URL.")
+    teams_webhook_url = OutboundURLField(
+        required=False, allow_blank=True, help_text="A Microsoft Teams incoming webhook URL."
+    )
+    discord_webhook_url = OutboundURLField(required=False, allow_blank=True, help_text="A Discord webhook URL.")
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     timezone = TimeZoneField(required=False, allow_blank=True, help_text="IANA name; blank for the account's.")
     locale = serializers.RegexField(LOCALE, max_length=16, required=False, allow_blank=True)

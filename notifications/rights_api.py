@@ -26,6 +26,7 @@ class RecipientExportSerializer(serializers.Serializer):
     )
     schedules = serializers.ListField(child=serializers.DictField())
     bookings = serializers.ListField(child=serializers.DictField(), help_text="Bookings they are the invitee of.")
+    devices = serializers.ListField(child=serializers.DictField(), help_text="Push devices registered for them.")
 
 
 class RecipientExportView(APIView):
@@ -43,7 +44,7 @@ class RecipientExportView(APIView):
 class RecipientView(APIView):
     """DELETE erases the recipient: their deliveries' addresses and content, notification
     context and event payloads are blanked (the anonymised logs stay), their preferences,
-    consent records and pending schedules are deleted and deliveries still waiting are
+    consent records, push devices and pending schedules are deleted and deliveries still waiting are
     cancelled. Suppressions of their addresses stay, keyed by a hash of the address only,
     so that an address that said STOP stays unreachable."""
 

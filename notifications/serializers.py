@@ -5,17 +5,37 @@ from rest_framework import serializers
 
 from accounts.inputs import DateTimeField, JSONObjectField
 from providers.channels import CHANNELS
+from providers.urlguard import UnsafeTarget, check_url
 from templates.models import Category, Channel
 from templates.selectors import template_resolve
 
 from .models import Delivery, DeliveryAttempt, DeliveryEvent, Priority
 from .receipts import AcceptedSerializer, BatchAcceptedSerializer, DeliveryBriefSerializer
 from .services import Item
+from .services.accept import recipient_addresses_fill
 
 __all__ = ["AcceptedSerializer", "BatchAcceptedSerializer", "DeliveryBriefSerializer"]
 
 E164 = r"^\+[1-9]\d{6,14}$"
 LOCALE = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"
+
+
+class OutboundURLField(serializers.URLField):
+    """A URL Beacon will post to: http or https, to a public address only (the outbound
+    URL guard, providers.urlguard; BEACON_ALLOW_PRIVATE_TARGETS lifts the address part)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 1000)
+        super().__init__(**kwargs)
+
+    def run_validation(self, data=serializers.empty):
+        value = super().run_validation(data)
+        if value:
+            try:
+                check_url(value)
+            except UnsafeTarget as exc:
+                raise serializers.ValidationError(exc.message) from None
+        return value
 
 
 class RecipientSerializer(serializers.Serializer):
@@ -27,6 +47,9 @@ class RecipientSerializer(serializers.Serializer):
         default="",
         error_messages={"invalid": "Enter the number in E.164 form, e.g. +14155550123."},
     )
+    slack_webhook_url = OutboundURLField(required=False, allow_blank=True, default="")
+    teams_webhook_url = OutboundURLField(required=False, allow_blank=True, default="")
+    discord_webhook_url = OutboundURLField(required=False, allow_blank=True, default="")
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     external_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     timezone = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
@@ -38,8 +61,13 @@ class RecipientSerializer(serializers.Serializer):
         return value
 
     def validate(self, attrs):
+        # Who the recipient is: an email address or a phone number, or for a recipient
+        # reached only by chat, an external id (whose stored webhook URL may serve).
         if not attrs.get("email") and not attrs.get("phone"):
-            raise serializers.ValidationError({"email": ["Give an email address or a phone number."]})
+            if not attrs.get("external_id"):
+                raise serializers.ValidationError(
+                    {"email": ["Give an email address or a phone number (or an external id and a chat webhook URL)."]}
+                )
         return attrs
 
 
@@ -104,6 +132,10 @@ class SendSerializer(_MessageSerializer):
     context = JSONObjectField(required=False, default=dict)
 
     def validate_recipients_for(self, attrs) -> None:
+        # An address the request leaves out may be stored on the recipient (by external id).
+        (attrs["recipient"],) = recipient_addresses_fill(
+            account=self.context["account"], channels=attrs["channels"], details=[attrs["recipient"]]
+        )
         missing = missing_addresses(attrs["channels"], attrs["recipient"])
         if missing:
             raise serializers.ValidationError({"recipient": missing})
@@ -141,6 +173,9 @@ class BatchSendSerializer(_MessageSerializer):
     recipients = BatchRecipientSerializer(many=True, allow_empty=False)
 
     def validate_recipients_for(self, attrs) -> None:
+        attrs["recipients"] = recipient_addresses_fill(
+            account=self.context["account"], channels=attrs["channels"], details=attrs["recipients"]
+        )
         errors = {}
         for index, item in enumerate(attrs["recipients"]):
             missing = missing_addresses(attrs["channels"], item)

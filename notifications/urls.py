@@ -12,7 +12,7 @@ from .api import (
     SendView,
     SmsInboundView,
     TemplateTestView,
-    TwilioStatusCallbackView,
+    twilio_status_callback_view,
 )
 from .bookings_api import BookingEventsView, ScheduleViewSet
 
@@ -27,7 +27,9 @@ urlpatterns = [
     path("health/", HealthView.as_view(), name="health"),
     path("preferences/", AccountPreferenceView.as_view(), name="preferences"),
     path("events/", BookingEventsView.as_view(), name="booking-events"),
-    path("sms-status-callback/", TwilioStatusCallbackView.as_view(), name="sms-status-callback"),
+    path("sms-status-callback/", twilio_status_callback_view("sms"), name="sms-status-callback"),
+    path("whatsapp-status-callback/", twilio_status_callback_view("whatsapp"), name="whatsapp-status-callback"),
+    path("voice-status-callback/", twilio_status_callback_view("voice"), name="voice-status-callback"),
     path("sms-inbound/", SmsInboundView.as_view(), name="sms-inbound"),
     path("templates/<uuid:pk>/test/", TemplateTestView.as_view(), name="template-test"),
     path("<uuid:pk>/resend/", ResendView.as_view(), name="resend"),

@@ -95,6 +95,7 @@ class OutboundMessage:
     html_body: str = ""
     reference: str = ""  # our delivery id, echoed in callbacks where the provider allows
     status_callback_url: str = ""
+    locale: str = ""  # the content's locale ("" for the default), for channels that speak it
     metadata: dict = field(default_factory=dict)
     headers: dict = field(default_factory=dict)  # extra message headers, where the channel has them (email)
 
@@ -128,6 +129,11 @@ class Provider:
     def check_configuration(self) -> list[str]:
         """Problems that stop this provider from sending; empty when it is ready."""
         return []
+
+    def check_channel_configuration(self, channel: str) -> list[str]:
+        """Problems that stop this provider from sending `channel` (a sender that only one
+        of its channels needs, say); by default those of `check_configuration`."""
+        return self.check_configuration()
 
     def send(self, message: OutboundMessage) -> SendResult:
         """Send one message; returns a SendResult or raises a classified ProviderError."""

@@ -81,7 +81,54 @@ SMS = ChannelSpec(
     default_providers=(("twilio", "TWILIO_ACCOUNT_SID"), ("console", "")),
 )
 
-CHANNELS: dict[str, ChannelSpec] = {spec.name: spec for spec in (EMAIL, SMS)}
+WHATSAPP = ChannelSpec(
+    name="whatsapp",
+    label="WhatsApp",
+    address_field="phone",  # sent to whatsapp:<E.164>
+    content_fields=("body",),
+    max_body_chars=1600,
+    status_callbacks=True,  # Twilio's signed message status callback
+    callback_route="whatsapp-status-callback",
+    provider_kinds=("twilio",),
+    default_providers=(("twilio", "TWILIO_ACCOUNT_SID"), ("console", "")),
+)
+
+VOICE = ChannelSpec(
+    name="voice",
+    label="Voice call",
+    address_field="phone",
+    content_fields=("body",),  # the script, read with TwiML <Say> in the recipient's language
+    max_body_chars=3800,  # Twilio takes at most 4,000 characters of inline TwiML, markup included
+    status_callbacks=True,  # Twilio's signed call status callback
+    callback_route="voice-status-callback",
+    provider_kinds=("twilio",),
+    default_providers=(("twilio", "TWILIO_ACCOUNT_SID"), ("console", "")),
+)
+
+
+def _chat(name: str, label: str, max_body_chars: int | None) -> ChannelSpec:
+    """A chat incoming webhook: addressed by a per-recipient webhook URL; the subject is
+    the message's title and the body its text."""
+    return ChannelSpec(
+        name=name,
+        label=label,
+        address_field=f"{name}_webhook_url",
+        content_fields=("subject", "body"),
+        required_fields=("body",),
+        max_body_chars=max_body_chars,
+        provider_kinds=(name,),
+        default_providers=((name, ""),),
+    )
+
+
+SLACK = _chat("slack", "Slack", 3000)  # a section block's text
+TEAMS = _chat("teams", "Microsoft Teams", 20000)
+DISCORD = _chat("discord", "Discord", 4096)  # an embed's description
+
+CHANNELS: dict[str, ChannelSpec] = {spec.name: spec for spec in (EMAIL, SMS, WHATSAPP, VOICE, SLACK, TEAMS, DISCORD)}
+
+# Recipient fields that address a channel, in the order the spec declares them.
+ADDRESS_FIELDS: tuple[str, ...] = tuple(dict.fromkeys(spec.address_field for spec in CHANNELS.values()))
 
 
 def channel_spec(name: str) -> ChannelSpec:

@@ -2,6 +2,7 @@ import logging
 import uuid
 
 from .base import OutboundMessage, Provider, SendResult
+from .channels import CHANNELS
 
 logger = logging.getLogger("beacon.console")
 
@@ -10,7 +11,7 @@ class ConsoleProvider(Provider):
     """Writes each message to the log instead of sending it: for development."""
 
     kind = "console"
-    channels = ("email", "sms")
+    channels = tuple(CHANNELS)  # a universal kind: every channel of the spec
 
     def post_request(self, message: OutboundMessage) -> SendResult:
         logger.info("console %s to=%s subject=%r body=%r", message.channel, message.to, message.subject, message.body)

@@ -10,12 +10,21 @@ from django.conf import settings
 
 from .base import Provider, ProviderConfigurationError
 from .channels import CHANNELS
+from .chat import DiscordWebhookProvider, SlackWebhookProvider, TeamsWebhookProvider
 from .console import ConsoleProvider
 from .email import DjangoEmailProvider
 from .twilio_sms import TwilioSmsProvider
 
 PROVIDER_CLASSES: dict[str, type[Provider]] = {
-    cls.kind: cls for cls in (ConsoleProvider, DjangoEmailProvider, TwilioSmsProvider)
+    cls.kind: cls
+    for cls in (
+        ConsoleProvider,
+        DjangoEmailProvider,
+        TwilioSmsProvider,
+        SlackWebhookProvider,
+        TeamsWebhookProvider,
+        DiscordWebhookProvider,
+    )
 }
 
 # The setting that picks each channel's provider kind (BEACON_<CHANNEL>_PROVIDER).
@@ -62,6 +71,6 @@ def providers_configuration() -> dict[str, dict]:
         except ProviderConfigurationError as exc:
             report[channel] = {"provider": None, "configured": False, "problems": [str(exc)]}
             continue
-        problems = provider.check_configuration()
+        problems = provider.check_channel_configuration(channel)
         report[channel] = {"provider": provider.kind, "configured": not problems, "problems": problems}
     return report

@@ -1,3 +1,6 @@
+"""Twilio: SMS and WhatsApp through the Messages API, voice calls through the Calls API
+(the message read with TwiML <Say>), one adapter over the official client."""
+
 import threading
 
 import requests
@@ -6,6 +9,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
+from twilio.twiml.voice_response import VoiceResponse
 
 from .base import (
     OutboundMessage,
@@ -35,8 +39,73 @@ STATUS_MAP = {
     "canceled": "cancelled",
 }
 
-# Twilio error codes that no retry can fix: invalid or unreachable numbers, opted out.
-PERMANENT_ERROR_CODES = {21211, 21212, 21214, 21217, 21401, 21407, 21408, 21421, 21606, 21610, 21612, 21614, 21617}
+# Twilio's call statuses onto Beacon's delivery statuses. None: nothing to record (the
+# call is on its way; Beacon already says "sent" once Twilio has it).
+CALL_STATUS_MAP = {
+    "queued": None,
+    "initiated": None,
+    "ringing": None,
+    "in-progress": "sent",
+    "answered": "sent",
+    "completed": "delivered",
+    "busy": "undelivered",
+    "no-answer": "undelivered",
+    "failed": "failed",
+    "canceled": "cancelled",
+}
+
+# The call progress events Twilio is asked to report, as it names them.
+CALL_STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+
+# Twilio error codes that no retry can fix: invalid or unreachable numbers, opted out,
+# WhatsApp outside the 24-hour session window.
+PERMANENT_ERROR_CODES = {
+    21211, 21212, 21214, 21217, 21401, 21407, 21408, 21421, 21606, 21610, 21612, 21614, 21617, 63016,
+}  # fmt: skip
+
+# What an error code means, where Twilio's number alone does not say what to do.
+ERROR_EXPLANATIONS = {
+    63016: "outside WhatsApp's 24-hour session window: only an approved template message can be sent",
+}
+
+# Beacon locales (a template content's locale) onto the languages <Say> speaks: the
+# exact locale first, then its language; anything else is read in US English.
+VOICE_LANGUAGES = {
+    "en": "en-US",
+    "en-us": "en-US",
+    "en-gb": "en-GB",
+    "es": "es-ES",
+    "es-es": "es-ES",
+    "es-mx": "es-MX",
+    "fr": "fr-FR",
+    "fr-fr": "fr-FR",
+    "fr-ca": "fr-CA",
+    "pt": "pt-BR",
+    "pt-br": "pt-BR",
+    "pt-pt": "pt-PT",
+    "de": "de-DE",
+    "de-de": "de-DE",
+}
+DEFAULT_VOICE_LANGUAGE = "en-US"
+
+WHATSAPP_PREFIX = "whatsapp:"
+
+
+def voice_language(locale: str) -> str:
+    """The <Say> language for a content locale ("es" -> "es-ES", "" -> "en-US")."""
+    wanted = (locale or "").strip().replace("_", "-").lower()
+    return VOICE_LANGUAGES.get(wanted) or VOICE_LANGUAGES.get(wanted.split("-")[0]) or DEFAULT_VOICE_LANGUAGE
+
+
+def voice_twiml(text: str, *, locale: str) -> str:
+    """The TwiML that reads `text` once in the locale's language; the text is escaped."""
+    response = VoiceResponse()
+    response.say(text, language=voice_language(locale))
+    return str(response)
+
+
+def whatsapp_address(number: str) -> str:
+    return number if number.startswith(WHATSAPP_PREFIX) else f"{WHATSAPP_PREFIX}{number}"
 
 
 class _RecordingHttpClient(TwilioHttpClient):
@@ -58,10 +127,13 @@ class _RecordingHttpClient(TwilioHttpClient):
 
 
 class TwilioSmsProvider(Provider):
-    """SMS through Twilio's Messages API with the official client; one pooled HTTP session."""
+    """Twilio with the official client over one pooled HTTP session: SMS and WhatsApp
+    (`whatsapp:` addresses) through the Messages API, voice calls through the Calls API
+    reading the message with <Say> in the delivery's language. The provider message id is
+    the Message SID or the Call SID; statuses come back through signed callbacks."""
 
     kind = "twilio"
-    channels = ("sms",)
+    channels = ("sms", "whatsapp", "voice")
 
     def __init__(self, *, timeout: float):
         super().__init__(timeout=timeout)
@@ -69,12 +141,25 @@ class TwilioSmsProvider(Provider):
         self._client = None
 
     def check_configuration(self) -> list[str]:
-        problems = []
+        """The credentials every channel needs; senders are per channel."""
         if not settings.TWILIO_ACCOUNT_SID or not settings.TWILIO_AUTH_TOKEN:
-            problems.append("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must be set")
-        if not settings.TWILIO_FROM_NUMBER and not settings.TWILIO_MESSAGING_SERVICE_SID:
-            problems.append("TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID must be set")
-        return problems
+            return ["TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must be set"]
+        return []
+
+    def check_channel_configuration(self, channel: str) -> list[str]:
+        problems = self.check_configuration()
+        sender_problem = self._sender_problem(channel)
+        return problems + [sender_problem] if sender_problem else problems
+
+    @staticmethod
+    def _sender_problem(channel: str) -> str:
+        if channel == "whatsapp" and not settings.TWILIO_WHATSAPP_FROM and not settings.TWILIO_MESSAGING_SERVICE_SID:
+            return "TWILIO_WHATSAPP_FROM or TWILIO_MESSAGING_SERVICE_SID must be set"
+        if channel == "voice" and not settings.TWILIO_VOICE_FROM and not settings.TWILIO_FROM_NUMBER:
+            return "TWILIO_VOICE_FROM or TWILIO_FROM_NUMBER must be set"
+        if channel == "sms" and not settings.TWILIO_FROM_NUMBER and not settings.TWILIO_MESSAGING_SERVICE_SID:
+            return "TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID must be set"
+        return ""
 
     @property
     def client(self) -> Client:
@@ -89,8 +174,20 @@ class TwilioSmsProvider(Provider):
         return self._client
 
     def build_request(self, message: OutboundMessage) -> dict:
+        """The arguments of the client's messages.create(), or of calls.create() for voice."""
+        sender_problem = self._sender_problem(message.channel)
+        if sender_problem:
+            raise ProviderConfigurationError(sender_problem)
+        if message.channel == "voice":
+            return self._call_params(message)
         params = {"to": message.to, "body": message.body}
-        if settings.TWILIO_MESSAGING_SERVICE_SID:
+        if message.channel == "whatsapp":
+            params["to"] = whatsapp_address(message.to)
+            if settings.TWILIO_WHATSAPP_FROM:
+                params["from_"] = whatsapp_address(settings.TWILIO_WHATSAPP_FROM)
+            else:
+                params["messaging_service_sid"] = settings.TWILIO_MESSAGING_SERVICE_SID
+        elif settings.TWILIO_MESSAGING_SERVICE_SID:
             params["messaging_service_sid"] = settings.TWILIO_MESSAGING_SERVICE_SID
         else:
             params["from_"] = settings.TWILIO_FROM_NUMBER
@@ -98,10 +195,32 @@ class TwilioSmsProvider(Provider):
             params["status_callback"] = message.status_callback_url
         return params
 
+    def _call_params(self, message: OutboundMessage) -> dict:
+        params = {
+            "to": message.to,
+            "from_": settings.TWILIO_VOICE_FROM or settings.TWILIO_FROM_NUMBER,
+            "twiml": voice_twiml(message.body, locale=message.locale),
+            # Answered by a person or a machine, reported in the status callbacks.
+            "machine_detection": "Enable",
+        }
+        if message.status_callback_url:
+            params["status_callback"] = message.status_callback_url
+            params["status_callback_event"] = CALL_STATUS_EVENTS
+        return params
+
     def post_request(self, params: dict):
+        if "twiml" in params:  # a call: only calls read TwiML
+            return self.client.calls.create(**params)
         return self.client.messages.create(**params)
 
     def parse_response(self, created, message: OutboundMessage) -> SendResult:
+        if message.channel == "voice":
+            status = CALL_STATUS_MAP.get(created.status or "queued") or "sent"
+            if status in {"failed", "undelivered", "cancelled"}:
+                raise RecipientRejected(f"Twilio did not place the call ({created.status})")
+            return SendResult(
+                provider_message_id=created.sid, status="sent", response_code=201, cost=str(created.price or "")
+            )
         status = STATUS_MAP.get(created.status or "queued") or "sent"
         if status in {"failed", "undelivered"}:
             raise RecipientRejected(
@@ -127,6 +246,8 @@ class TwilioSmsProvider(Provider):
 
     def _classify(self, exc: TwilioRestException) -> ProviderError:
         message = f"Twilio answered HTTP {exc.status}" + (f", error {exc.code}" if exc.code else "")
+        if exc.code in ERROR_EXPLANATIONS:
+            message += f": {ERROR_EXPLANATIONS[exc.code]}"
         if exc.code in PERMANENT_ERROR_CODES:
             return RecipientRejected(message, status_code=exc.status, code=str(exc.code))
         response = self._http.last_response

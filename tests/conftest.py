@@ -12,6 +12,7 @@ from tests.factories import UserFactory
 TWILIO_SID = "AC" + "0" * 32
 TWILIO_TOKEN = "twilio-test-auth-token"
 TWILIO_FROM = "+15005550006"
+TWILIO_WHATSAPP_FROM = "whatsapp:+14155238886"
 
 
 @pytest.fixture(autouse=True)
@@ -81,8 +82,12 @@ def twilio_settings(double: TwilioDouble) -> dict:
         "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
         "TWILIO_FROM_NUMBER": TWILIO_FROM,
         "TWILIO_MESSAGING_SERVICE_SID": "",
+        "TWILIO_WHATSAPP_FROM": TWILIO_WHATSAPP_FROM,
+        "TWILIO_VOICE_FROM": "",
         "TWILIO_API_BASE_URL": double.base_url,
         "BEACON_SMS_PROVIDER": "twilio",
+        "BEACON_WHATSAPP_PROVIDER": "twilio",
+        "BEACON_VOICE_PROVIDER": "twilio",
     }
 
 

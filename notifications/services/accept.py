@@ -36,7 +36,16 @@ from .decide import Planned, Verdict, deliveries_decide
 from .events import StatusChange
 from .render import messages_render
 
-RECIPIENT_DETAILS = ("email", "phone", "name", "timezone", "locale")
+RECIPIENT_DETAILS = (
+    "email",
+    "phone",
+    "slack_webhook_url",
+    "teams_webhook_url",
+    "discord_webhook_url",
+    "name",
+    "timezone",
+    "locale",
+)
 logger = logging.getLogger("beacon.decide")
 
 
@@ -117,6 +126,35 @@ def recipients_resolve(*, account, details: list[dict]) -> list[Recipient]:
             recipient.updated_at = now
         rows_update(Recipient, changed, [*RECIPIENT_DETAILS, "updated_at"])
     return [found[aliases.get(key, key)] for key in keys]
+
+
+def recipient_addresses_fill(*, account, channels: list[str], details: list[dict]) -> list[dict]:
+    """The details, each with the addresses its channels need and it leaves out taken from
+    the account's stored recipient with the same external id: a chat webhook URL (or an
+    email address, a phone number) given once serves the sends after it. One query for
+    the whole list, none when nothing is missing; the dicts given are not changed."""
+    fields = [field for field in dict.fromkeys(CHANNELS[channel].address_field for channel in channels)]
+    stored_fields = [field for field in fields if field in RECIPIENT_DETAILS]
+    wanting = {
+        item["external_id"]
+        for item in details
+        if item.get("external_id") and any(not item.get(field) for field in stored_fields)
+    }
+    if not wanting:
+        return details
+    stored = {
+        row["external_id"]: row
+        for row in Recipient.objects.filter(account=account, external_id__in=wanting).values(
+            "external_id", *stored_fields
+        )
+    }
+    filled = []
+    for item in details:
+        row = stored.get(item.get("external_id") or None)
+        if row is not None:
+            item = {**item, **{field: row[field] for field in stored_fields if not item.get(field) and row[field]}}
+        filled.append(item)
+    return filled
 
 
 def _same_phone_aliases(wanted: dict, found: dict) -> dict:
@@ -273,6 +311,10 @@ def _accept(
         replay = _idempotent_replay(account=account, key=idempotency_key, request_hash=request_hash)
         if replay is not None:
             return replay
+    recipients = recipient_addresses_fill(
+        account=account, channels=channels, details=[item.recipient for item in items]
+    )
+    items = [dataclasses.replace(item, recipient=recipient) for item, recipient in zip(items, recipients, strict=True)]
     rendered = _render_items(
         channels=channels, items=items, template=template, subject=subject, message=message, batch=batch
     )

@@ -327,6 +327,7 @@ def _message(delivery: Delivery, headers: dict | None = None) -> OutboundMessage
         html_body=delivery.html_body,
         reference=str(delivery.pk),
         status_callback_url=status_callback_url(delivery),
+        locale=delivery.locale,
         metadata={"beacon_delivery": str(delivery.pk)},
         headers=headers or {},
     )

@@ -6,7 +6,8 @@ suppression, opt-outs and consent records.
   bounce or a manual one stays). Each is recorded in the consent ledger, keyed by the
   number, so that START restores what was in force before STOP.
 - Twilio's error 21610 (the number had replied STOP to the sender), on a send or in a
-  status callback: the number is suppressed for the delivery's account, as for STOP.
+  status callback: the number is suppressed on the delivery's channel (SMS, WhatsApp or
+  voice) for the delivery's account, as for STOP.
 - An ESP's hard bounce or spam complaint: the email address is suppressed for the
   delivery's account; a complaint is also recorded as a withdrawal of consent.
 - An unsubscribe link: an opt-out of the category on the channel, and a withdrawal.
@@ -42,7 +43,11 @@ STOP, START = "stop", "start"
 TWILIO_OPT_OUT_TYPES = {"STOP": STOP, "START": START}
 
 # Provider error codes that mean the recipient unsubscribed from the sender.
-UNSUBSCRIBED_ERRORS = {(Channel.SMS, "21610"): "Twilio error 21610: the number replied STOP to the sender"}
+# Twilio answers 21610 on every channel it sends when the number is blocked for the sender.
+UNSUBSCRIBED_ERRORS = {
+    (channel, "21610"): "Twilio error 21610: the number replied STOP to the sender"
+    for channel in (Channel.SMS, Channel.WHATSAPP, Channel.VOICE)
+}
 
 BOUNCED, COMPLAINED = "bounced", "complained"  # anymail's event types
 

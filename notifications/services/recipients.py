@@ -20,7 +20,16 @@ from ..models import Recipient
 
 logger = logging.getLogger("beacon.preferences")
 
-RECIPIENT_FIELDS = ("email", "phone", "name", "timezone", "locale")
+RECIPIENT_FIELDS = (
+    "email",
+    "phone",
+    "slack_webhook_url",
+    "teams_webhook_url",
+    "discord_webhook_url",
+    "name",
+    "timezone",
+    "locale",
+)
 PREFERENCE_FIELDS = ("preferred_channel", "quiet_hours_enabled", "quiet_hours_start", "quiet_hours_end", "opt_outs")
 
 

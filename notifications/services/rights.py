@@ -34,6 +34,7 @@ from ..models import (
     DeliveryAttempt,
     DeliveryEvent,
     DeliveryStatus,
+    Device,
     IdempotencyKey,
     Notification,
     NotificationSchedule,
@@ -175,6 +176,10 @@ def recipient_export(*, account, external_id: str) -> dict:
             _values(booking, ("external_id", "status", "event_name", "start_time", "end_time", "details", "created_at"))
             for booking in bookings
         ],
+        "devices": [
+            _values(device, ("platform", "token", "active", "last_seen_at", "deactivated_at", "created_at"))
+            for device in recipient.devices.order_by("created_at")
+        ],
     }
 
 
@@ -219,8 +224,18 @@ def recipient_erase(*, account, external_id: str, source: str = "api") -> dict[s
             Q(recipient=recipient) | Q(account=account, address_hash__in=hashes)
         ).delete()
         DailyCount.objects.filter(recipient=recipient).delete()
+        counts["devices"], _ = Device.objects.filter(recipient=recipient).delete()
         Recipient.objects.filter(pk=recipient.pk).update(
-            external_id="", name=ERASED, email="", phone="", timezone="", locale="", updated_at=now
+            external_id="",
+            name=ERASED,
+            email="",
+            phone="",
+            slack_webhook_url="",
+            teams_webhook_url="",
+            discord_webhook_url="",
+            timezone="",
+            locale="",
+            updated_at=now,
         )
     logger.info("recipient %s of account %s erased: %s", recipient.pk, account.pk, counts)
     return counts

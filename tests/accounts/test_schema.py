@@ -40,6 +40,8 @@ def test_every_error_answer_has_the_error_shape(schema):
         ("templates/", "post", ["201", "400", "401", "413"]),
         ("health/", "get", ["200", "503"]),
         ("sms-status-callback/", "post", ["204", "403"]),
+        ("whatsapp-status-callback/", "post", ["204", "403"]),
+        ("voice-status-callback/", "post", ["204", "403"]),
     ],
 )
 def test_each_operation_documents_what_it_answers(schema, path, method, statuses):

@@ -1,6 +1,6 @@
 """The scaffolding shared by the provider doubles: a threaded HTTP server on loopback
 that hands each POST to `answer(path, headers, body)` and writes its (status, headers,
-JSON or None) back in one piece."""
+JSON, plain text or None) back in one piece."""
 
 from __future__ import annotations
 
@@ -57,10 +57,13 @@ class HttpDouble:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 status, headers, answer = double.answer(self.path.split("?")[0], self.headers, self.rfile.read(length))
-                payload = b"" if answer is None else json.dumps(answer).encode()
+                if isinstance(answer, str):
+                    payload, content_type = answer.encode(), "text/plain; charset=utf-8"
+                else:
+                    payload, content_type = b"" if answer is None else json.dumps(answer).encode(), "application/json"
                 self.send_response(status)
                 if answer is not None:
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(payload)))
                 for name, value in headers.items():
                     self.send_header(name, value)

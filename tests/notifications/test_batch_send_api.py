@@ -256,7 +256,7 @@ REFUSALS = {
         },
         {
             "recipients": {
-                "1": {"email": ["Give an email address or a phone number."]},
+                "1": {"email": ["Give an email address or a phone number (or an external id and a chat webhook URL)."]},
                 "4": {"email": ["Enter a valid email address."]},
                 "5": {"non_field_errors": ["Invalid data. Expected a dictionary, but got str."]},
             }

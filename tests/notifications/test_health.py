@@ -42,6 +42,11 @@ def test_health_is_ok_without_auth(anon_api, twilio, smtp, live_worker_and_beat)
         "providers": {
             "email": {"provider": "django", "configured": True, "problems": []},
             "sms": {"provider": "twilio", "configured": True, "problems": []},
+            "whatsapp": {"provider": "twilio", "configured": True, "problems": []},
+            "voice": {"provider": "twilio", "configured": True, "problems": []},
+            "slack": {"provider": "slack", "configured": True, "problems": []},
+            "teams": {"provider": "teams", "configured": True, "problems": []},
+            "discord": {"provider": "discord", "configured": True, "problems": []},
         },
         "failure_rates": {
             "alerting": False,

@@ -117,6 +117,7 @@ def test_the_export_holds_everything_on_the_recipient(ana, alice_api):
         "notifications",
         "schedules",
         "bookings",
+        "devices",
     }
     recipient = body["recipient"]
     assert {k: recipient[k] for k in ("external_id", "name", "email", "phone", "timezone", "locale")} == {

@@ -46,7 +46,11 @@ REFUSALS = {
     ),
     "recipient without address": (
         sms_request(recipient={"name": "Ana"}),
-        {"recipient": {"email": ["Give an email address or a phone number."]}},
+        {
+            "recipient": {
+                "email": ["Give an email address or a phone number (or an external id and a chat webhook URL)."]
+            }
+        },
     ),
     "unknown time zone": (
         sms_request(recipient={"phone": "+14155550123", "timezone": "Mars/Olympus"}),

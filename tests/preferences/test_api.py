@@ -172,6 +172,9 @@ RECIPIENT_DEFAULTS = {
     "external_id": "ana-1",
     "email": "",
     "phone": "",
+    "slack_webhook_url": "",
+    "teams_webhook_url": "",
+    "discord_webhook_url": "",
     "name": "",
     "timezone": "",
     "locale": "",
@@ -213,6 +216,9 @@ def test_put_creates_the_recipient_and_their_preferences(alice, alice_api):
     expected = {
         **body,
         "external_id": "ana-1",
+        "slack_webhook_url": "",
+        "teams_webhook_url": "",
+        "discord_webhook_url": "",
         "opt_outs": [{"category": "marketing", "channel": "*"}, {"category": "*", "channel": "sms"}],
     }
     assert response.json() == expected

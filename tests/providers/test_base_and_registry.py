@@ -12,6 +12,7 @@ from providers.base import (
     error_for_status,
     parse_retry_after,
 )
+from providers.chat import DiscordWebhookProvider, SlackWebhookProvider, TeamsWebhookProvider
 from providers.console import ConsoleProvider
 from providers.email import DjangoEmailProvider
 from providers.registry import (
@@ -80,7 +81,12 @@ def test_an_unknown_channel_has_no_provider():
     assert caught.value.message == "No provider handles channel 'pigeon'."
 
 
-@override_settings(BEACON_EMAIL_PROVIDER="twilio", BEACON_SMS_PROVIDER="carrier-pigeon")
+@override_settings(
+    BEACON_EMAIL_PROVIDER="twilio",
+    BEACON_SMS_PROVIDER="carrier-pigeon",
+    BEACON_WHATSAPP_PROVIDER="console",
+    BEACON_VOICE_PROVIDER="console",
+)
 def test_a_kind_that_cannot_send_the_channel_is_refused():
     with pytest.raises(ProviderConfigurationError) as caught:
         provider_kind_for_channel("email")
@@ -96,6 +102,11 @@ def test_a_kind_that_cannot_send_the_channel_is_refused():
             "configured": False,
             "problems": ["BEACON_SMS_PROVIDER='carrier-pigeon' is not a provider for sms."],
         },
+        "whatsapp": {"provider": "console", "configured": True, "problems": []},
+        "voice": {"provider": "console", "configured": True, "problems": []},
+        "slack": {"provider": "slack", "configured": True, "problems": []},
+        "teams": {"provider": "teams", "configured": True, "problems": []},
+        "discord": {"provider": "discord", "configured": True, "problems": []},
     }
 
 
@@ -127,6 +138,9 @@ def test_registered_kinds():
         "console": ConsoleProvider,
         "django": DjangoEmailProvider,
         "twilio": TwilioSmsProvider,
+        "slack": SlackWebhookProvider,
+        "teams": TeamsWebhookProvider,
+        "discord": DiscordWebhookProvider,
     }
 
 

@@ -104,7 +104,8 @@ def test_missing_credentials_refuse_to_send(twilio):
     with override_settings(TWILIO_ACCOUNT_SID="", TWILIO_FROM_NUMBER=""):
         reset_providers()
         provider = provider_for_channel("sms")
-        assert provider.check_configuration() == [
+        assert provider.check_configuration() == ["TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must be set"]
+        assert provider.check_channel_configuration("sms") == [
             "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must be set",
             "TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID must be set",
         ]

@@ -1,0 +1,80 @@
+"""The device registry: a recipient's push targets, registered by their apps.
+
+Registering is idempotent per token: the same token again refreshes `last_seen_at`,
+reactivates it and moves it to the recipient now given (a phone passed to a new user). A
+provider's answer that the token is gone (FCM UNREGISTERED, Web Push 404/410) deactivates
+it; long-inactive tokens are pruned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from ..models import Device, Recipient
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def recipient_for_devices(*, account, external_id: str, create: bool) -> Recipient | None:
+    """The account's recipient with this external id; created when asked (an app may
+    register a device before anything was sent to its user)."""
+    found = Recipient.objects.filter(account=account, external_id=external_id).first()
+    if found is not None or not create:
+        return found
+    try:
+        with transaction.atomic():
+            return Recipient.objects.create(account=account, external_id=external_id)
+    except IntegrityError:
+        return Recipient.objects.get(account=account, external_id=external_id)
+
+
+@transaction.atomic
+def device_register(*, account, recipient: Recipient, token: str, platform: str, subscription: dict | None = None):
+    """Register a token for the recipient; returns (device, created)."""
+    now = timezone.now()
+    values = {
+        "recipient": recipient,
+        "platform": platform,
+        "token": token,
+        "subscription": subscription or {},
+        "active": True,
+        "last_seen_at": now,
+        "deactivated_at": None,
+        "deactivation_reason": "",
+    }
+    device, created = Device.objects.select_for_update().update_or_create(
+        account=account, token_hash=token_hash(token), defaults=values
+    )
+    return device, created
+
+
+def device_remove(*, device: Device) -> None:
+    device.delete()
+
+
+def devices_deactivate(*, account_id: int, tokens: list[str], reason: str) -> int:
+    """Deactivate the account's devices with these tokens (a provider said they are gone),
+    in one statement."""
+    if not tokens:
+        return 0
+    return Device.objects.filter(
+        account_id=account_id, token_hash__in=[token_hash(t) for t in tokens], active=True
+    ).update(active=False, deactivated_at=timezone.now(), deactivation_reason=reason[:200])
+
+
+def devices_prune(*, inactive_days: int, now: datetime | None = None, dry_run: bool = False) -> int:
+    """Delete devices deactivated, or not seen, for `inactive_days`; returns how many."""
+    cutoff = (now or timezone.now()) - timedelta(days=inactive_days)
+    stale = Device.objects.filter(last_seen_at__lt=cutoff) | Device.objects.filter(
+        active=False, deactivated_at__lt=cutoff
+    )
+    if dry_run:
+        return stale.count()
+    deleted, _ = stale.delete()
+    return deleted
