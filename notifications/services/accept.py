@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from providers.channels import CHANNELS
+from providers.channels import ADDRESS_FIELDS, CHANNELS
 from templates.models import Template
 
 from ..bulk import rows_insert_many, rows_insert_returning, rows_update
@@ -36,16 +36,8 @@ from .decide import Planned, Verdict, deliveries_decide
 from .events import StatusChange
 from .render import messages_render
 
-RECIPIENT_DETAILS = (
-    "email",
-    "phone",
-    "slack_webhook_url",
-    "teams_webhook_url",
-    "discord_webhook_url",
-    "name",
-    "timezone",
-    "locale",
-)
+# What a send may say about its recipient: every channel's address, and who they are.
+RECIPIENT_DETAILS = (*ADDRESS_FIELDS, "name", "timezone", "locale")
 logger = logging.getLogger("beacon.decide")
 
 

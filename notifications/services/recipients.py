@@ -17,19 +17,11 @@ from preferences.models import ConsentMethod, ConsentRecord, RecipientPreference
 from preferences.services import consent_record
 
 from ..models import Recipient
+from .accept import RECIPIENT_DETAILS
 
 logger = logging.getLogger("beacon.preferences")
 
-RECIPIENT_FIELDS = (
-    "email",
-    "phone",
-    "slack_webhook_url",
-    "teams_webhook_url",
-    "discord_webhook_url",
-    "name",
-    "timezone",
-    "locale",
-)
+RECIPIENT_FIELDS = RECIPIENT_DETAILS
 PREFERENCE_FIELDS = ("preferred_channel", "quiet_hours_enabled", "quiet_hours_start", "quiet_hours_end", "opt_outs")
 
 
