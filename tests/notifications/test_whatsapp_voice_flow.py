@@ -215,13 +215,14 @@ def test_the_double_posts_call_callbacks_the_app_accepts(alice, alice_api, twili
     twilio.wait_for_callbacks()
     # then
     assert response.status_code == 202
-    assert [(c["status"], c["code"]) for c in twilio.callbacks] == [
+    delivery = Delivery.objects.get()
+    # (the double is shared by the session: an earlier test's late callback may be in its list)
+    assert [(c["status"], c["code"]) for c in twilio.callbacks if str(delivery.pk) in c["url"]] == [
         ("initiated", 204),
         ("ringing", 204),
         ("in-progress", 204),
         ("completed", 204),
     ]
-    delivery = Delivery.objects.get()
     assert delivery.status == "delivered"
     assert delivery.delivered_at is not None
     assert list(delivery.events.values_list("status", flat=True)) == ["queued", "sending", "sent", "delivered"]
@@ -299,8 +300,10 @@ def test_the_double_posts_whatsapp_callbacks_the_app_accepts(alice, alice_api, t
     response = alice_api.post(SEND_URL, send_request("whatsapp"), format="json")
     twilio.wait_for_callbacks()
     assert response.status_code == 202
-    assert [(c["status"], c["code"]) for c in twilio.callbacks] == [("sent", 204), ("delivered", 204), ("read", 204)]
     delivery = Delivery.objects.get()
+    # (the double is shared by the session: an earlier test's late callback may be in its list)
+    ours = [(c["status"], c["code"]) for c in twilio.callbacks if str(delivery.pk) in c["url"]]
+    assert ours == [("sent", 204), ("delivered", 204), ("read", 204)]
     assert delivery.status == "opened"
     assert list(delivery.events.values_list("status", flat=True)) == [
         "queued",
