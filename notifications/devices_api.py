@@ -7,8 +7,8 @@ from rest_framework.views import APIView
 
 from accounts.inputs import JSONObjectField
 
-from .models import Device, DevicePlatform
-from .services.devices import device_register, device_remove, recipient_for_devices
+from .models import Device, DevicePlatform, Recipient
+from .services.devices import device_register, device_remove
 
 NOT_FOUND = "The account has no recipient with this external id."
 
@@ -54,7 +54,7 @@ class DeviceListView(APIView):
 
     @extend_schema(responses={200: DeviceSerializer(many=True)})
     def get(self, request, external_id):
-        recipient = recipient_for_devices(account=request.user, external_id=external_id, create=False)
+        recipient = Recipient.objects.filter(account=request.user, external_id=external_id).first()
         if recipient is None:
             raise exceptions.NotFound(NOT_FOUND)
         devices = recipient.devices.order_by("-active", "-last_seen_at")
@@ -64,8 +64,7 @@ class DeviceListView(APIView):
     def post(self, request, external_id):
         serializer = DeviceRegisterSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        recipient = recipient_for_devices(account=request.user, external_id=external_id, create=True)
-        device, created = device_register(account=request.user, recipient=recipient, **serializer.validated_data)
+        device, created = device_register(account=request.user, external_id=external_id, **serializer.validated_data)
         return Response(
             DeviceSerializer(device).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )

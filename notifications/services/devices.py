@@ -11,32 +11,23 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from ..models import Device, Recipient
+from ..models import Device
+from .recipients import recipient_for_update
 
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def recipient_for_devices(*, account, external_id: str, create: bool) -> Recipient | None:
-    """The account's recipient with this external id; created when asked (an app may
-    register a device before anything was sent to its user)."""
-    found = Recipient.objects.filter(account=account, external_id=external_id).first()
-    if found is not None or not create:
-        return found
-    try:
-        with transaction.atomic():
-            return Recipient.objects.create(account=account, external_id=external_id)
-    except IntegrityError:
-        return Recipient.objects.get(account=account, external_id=external_id)
-
-
 @transaction.atomic
-def device_register(*, account, recipient: Recipient, token: str, platform: str, subscription: dict | None = None):
-    """Register a token for the recipient; returns (device, created)."""
+def device_register(*, account, external_id: str, token: str, platform: str, subscription: dict | None = None):
+    """Register a token for the account's recipient with this external id (created if new:
+    an app may register a device before anything was sent to its user); returns (device,
+    created)."""
+    recipient, _ = recipient_for_update(account, external_id)
     now = timezone.now()
     values = {
         "recipient": recipient,

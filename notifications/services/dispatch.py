@@ -160,30 +160,34 @@ def _drop_suppressed(claimed: list[Delivery]) -> tuple[list[Delivery], dict[str,
     One query per batch."""
     if not claimed:
         return claimed, {}
-    hashes = {address_hash(d.channel, d.to): d for d in claimed}
+    keyed = [(delivery, address_hash(delivery.channel, delivery.to)) for delivery in claimed]
     found = {
         (account_id, channel, key): reason
         for account_id, channel, key, reason in Suppression.objects.filter(
             account_id__in={d.account_id for d in claimed},
             channel__in={d.channel for d in claimed},
-            address_hash__in=list(hashes),
+            address_hash__in={key for _, key in keyed},
         ).values_list("account_id", "channel", "address_hash", "reason")
     }
     if not found:
         return claimed, {}
     now = timezone.now()
     stopped, changes = {}, []
-    for delivery in claimed:
-        reason = found.get((delivery.account_id, delivery.channel, address_hash(delivery.channel, delivery.to)))
+    for delivery, key in keyed:
+        reason = found.get((delivery.account_id, delivery.channel, key))
         if reason:
             message = f"suppressed: the {delivery.channel} address was suppressed ({reason}) before it was sent"
             stopped[delivery.pk] = message
             changes.append(
                 StatusChange(delivery.pk, DeliveryStatus.SENDING, DeliveryStatus.SUPPRESSED, "dispatch", now, message)
             )
+    by_message: dict[str, list] = {}
+    for pk, message in stopped.items():
+        by_message.setdefault(message, []).append(pk)
     with transaction.atomic():
-        for pk, message in stopped.items():
-            Delivery.objects.filter(pk=pk, status=DeliveryStatus.SENDING).update(
+        # One UPDATE per distinct reason (a channel and a suppression reason), not per row.
+        for message, pks in by_message.items():
+            Delivery.objects.filter(pk__in=pks, status=DeliveryStatus.SENDING).update(
                 status=DeliveryStatus.SUPPRESSED,
                 attempt_count=F("attempt_count") - 1,
                 next_attempt_at=None,

@@ -50,7 +50,7 @@ def recipient_preferences_update(*, account, external_id: str, data: dict) -> Re
     """Write the given details and preferences of the account's recipient with that
     external id, creating the recipient first if the account has none; fields not given
     keep their values."""
-    recipient, created = _recipient_for_update(account, external_id)
+    recipient, created = recipient_for_update(account, external_id)
     details = {name: data[name] for name in RECIPIENT_FIELDS if name in data}
     if details:
         for name, value in details.items():
@@ -149,7 +149,9 @@ def _default_preference(recipient: Recipient) -> RecipientPreference:
     return RecipientPreference(account_id=recipient.account_id, recipient=recipient)
 
 
-def _recipient_for_update(account, external_id: str) -> tuple[Recipient, bool]:
+def recipient_for_update(account, external_id: str) -> tuple[Recipient, bool]:
+    """The account's recipient with this external id, locked, created if new (inside a
+    transaction); returns (recipient, created)."""
     found = Recipient.objects.select_for_update().filter(account=account, external_id=external_id).first()
     if found is not None:
         return found, False

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -37,20 +38,29 @@ from .bookings import booking_context, invitee_details
 logger = logging.getLogger("beacon.schedules")
 
 
-def schedules_process(*, now: datetime | None = None, max_batches: int | None = None) -> dict[str, int]:
+def schedules_process(
+    *,
+    now: datetime | None = None,
+    max_batches: int | None = None,
+    batch_size: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, int]:
     """Claim and send what is due, batch after batch, until nothing due is left (or
-    `max_batches` were done)."""
+    `max_batches` were done); `on_batch` hears how many each batch claimed."""
     now = now or timezone.now()
+    batch_size = max(batch_size or settings.BEACON_SCHEDULE_BATCH_SIZE, 1)
     counts = {"released": schedules_release(now=now), "claimed": 0, "sent": 0, "skipped": 0, "failed": 0}
     batches = 0
     while max_batches is None or batches < max_batches:
-        claimed = schedules_claim(now=now, limit=settings.BEACON_SCHEDULE_BATCH_SIZE)
+        claimed = schedules_claim(now=now, limit=batch_size)
         if not claimed:
             break
         batches += 1
         counts["claimed"] += len(claimed)
         for outcome, n in schedules_send(claimed, now=now).items():
             counts[outcome] += n
+        if on_batch is not None:
+            on_batch(len(claimed))
     return counts
 
 

@@ -102,8 +102,8 @@ def test_the_admin_lists_devices_of_the_operators_account_only(alice, bob, clien
 
     ana = Recipient.objects.create(account=alice, external_id="ana")
     ben = Recipient.objects.create(account=bob, external_id="ben")
-    device_register(account=alice, recipient=ana, token="alice-token-1234567890", platform="android")
-    device_register(account=bob, recipient=ben, token="bob-token-0987654321", platform="ios")
+    device_register(account=alice, external_id=ana.external_id, token="alice-token-1234567890", platform="android")
+    device_register(account=bob, external_id=ben.external_id, token="bob-token-0987654321", platform="ios")
     alice.is_staff = True
     alice.save()
     from django.contrib.auth.models import Permission

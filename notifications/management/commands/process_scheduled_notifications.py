@@ -4,7 +4,7 @@ from django.utils import timezone
 
 from notifications.management.progress import Progress
 from notifications.models import NotificationSchedule, ScheduleStatus
-from notifications.services.schedules import schedules_claim, schedules_release, schedules_send
+from notifications.services.schedules import schedules_process
 
 
 class Command(BaseCommand):
@@ -32,17 +32,8 @@ class Command(BaseCommand):
         if dry_run:
             self.stdout.write(f"{due} scheduled notification(s) due; nothing sent (dry run).")
             return
-        counts = {"released": schedules_release(now=now), "claimed": 0, "sent": 0, "skipped": 0, "failed": 0}
         progress = None if quiet else Progress(due, label="schedules")
-        while True:
-            claimed = schedules_claim(now=now, limit=max(batch_size, 1))
-            if not claimed:
-                break
-            counts["claimed"] += len(claimed)
-            for outcome, n in schedules_send(claimed, now=now).items():
-                counts[outcome] += n
-            if progress:
-                progress.advance(len(claimed))
+        counts = schedules_process(now=now, batch_size=batch_size, on_batch=progress.advance if progress else None)
         if progress:
             progress.close()
         self.stdout.write(
