@@ -341,6 +341,17 @@ TWILIO_MESSAGING_SERVICE_SID = env_str("TWILIO_MESSAGING_SERVICE_SID")
 TWILIO_WHATSAPP_FROM = env_str("TWILIO_WHATSAPP_FROM")
 TWILIO_VOICE_FROM = env_str("TWILIO_VOICE_FROM")
 TWILIO_API_BASE_URL = env_url("TWILIO_API_BASE_URL")
+# Push. FCM HTTP v1 with a service account: its JSON inline, or the path of its file;
+# FCM_PROJECT_ID overrides the account's project; FCM_API_BASE_URL points at FCM (or a double).
+FCM_SERVICE_ACCOUNT_JSON = env_str("FCM_SERVICE_ACCOUNT_JSON")
+FCM_SERVICE_ACCOUNT_FILE = env_str("FCM_SERVICE_ACCOUNT_FILE")
+FCM_PROJECT_ID = env_str("FCM_PROJECT_ID")
+FCM_API_BASE_URL = env_url("FCM_API_BASE_URL", "https://fcm.googleapis.com")
+# Web Push: the VAPID private key (PEM, or base64url DER or raw) and its contact subject;
+# how long a push service keeps a message for an offline browser.
+VAPID_PRIVATE_KEY = env_str("VAPID_PRIVATE_KEY")
+VAPID_SUBJECT = env_str("VAPID_SUBJECT", "mailto:notifications@localhost")
+WEBPUSH_TTL_SECONDS = env_int("WEBPUSH_TTL_SECONDS", 86400, minimum=0)
 # One provider kind per channel, from the channel spec: BEACON_<CHANNEL>_PROVIDER for each
 # channel in providers/channels.py (a test holds the kinds to providers/registry.py).
 PROVIDER_CHOICES = {name: set(spec.kinds) for name, spec in CHANNELS.items()}

@@ -116,7 +116,7 @@ class TemplateTestView(APIView):
         template = template_get(account=request.user, template_id=pk)
         if template is None:
             raise exceptions.NotFound()
-        serializer = TemplateTestSerializer(data=request.data)
+        serializer = TemplateTestSerializer(data=request.data, context={"account": request.user})
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         accepted = notification_accept(

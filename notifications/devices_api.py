@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.inputs import JSONObjectField
+from providers.urlguard import UnsafeTarget, check_url, private_targets_allowed
 
 from .models import Device, DevicePlatform, Recipient
 from .services.devices import device_register, device_remove
@@ -40,7 +41,11 @@ class DeviceRegisterSerializer(serializers.Serializer):
     def validate(self, attrs):
         if attrs["platform"] == DevicePlatform.WEB:
             keys = attrs["subscription"]
-            if not attrs["token"].startswith("https://"):
+            try:
+                check_url(attrs["token"])
+            except UnsafeTarget as exc:
+                raise serializers.ValidationError({"token": [exc.message]}) from None
+            if not attrs["token"].startswith("https://") and not private_targets_allowed():
                 raise serializers.ValidationError({"token": ["A Web Push token is the subscription's https endpoint."]})
             missing = [key for key in ("p256dh", "auth") if not isinstance(keys.get(key), str) or not keys.get(key)]
             if missing:

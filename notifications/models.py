@@ -144,6 +144,7 @@ class Delivery(models.Model):
     subject = models.CharField(max_length=500, blank=True)
     body = models.TextField()
     html_body = models.TextField(blank=True)
+    options = models.JSONField(default=dict, blank=True)  # the channel's structured content (push)
     encoding = models.CharField(max_length=8, blank=True)
     segments = models.PositiveSmallIntegerField(default=0)
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)

@@ -8,11 +8,12 @@ from providers.channels import CHANNELS
 from providers.urlguard import UnsafeTarget, check_url
 from templates.models import Category, Channel
 from templates.selectors import template_resolve
+from templates.services import options_clean
 
 from .models import Delivery, DeliveryAttempt, DeliveryEvent, Priority
 from .receipts import AcceptedSerializer, BatchAcceptedSerializer, DeliveryBriefSerializer
 from .services import Item
-from .services.accept import recipient_addresses_fill
+from .services.addresses import missing_addresses, recipient_addresses_fill
 
 __all__ = ["AcceptedSerializer", "BatchAcceptedSerializer", "DeliveryBriefSerializer"]
 
@@ -71,15 +72,6 @@ class RecipientSerializer(serializers.Serializer):
         return attrs
 
 
-def missing_addresses(channels: list[str], recipient: dict) -> dict[str, list[str]]:
-    """The recipient fields the channels need and the recipient lacks."""
-    return {
-        CHANNELS[channel].address_field: [f"Required to send on the {channel} channel."]
-        for channel in channels
-        if not recipient.get(CHANNELS[channel].address_field)
-    }
-
-
 class _MessageSerializer(serializers.Serializer):
     """What a send and a batch send share: channels, content, timing and kind."""
 
@@ -93,6 +85,18 @@ class _MessageSerializer(serializers.Serializer):
     scheduled_for = DateTimeField(required=False, allow_null=True, default=None)
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
     category = serializers.ChoiceField(choices=Category.choices, required=False)
+    push = JSONObjectField(
+        required=False,
+        default=dict,
+        help_text="Push options (image_url, action_url, data, silent, android, apns, webpush); "
+        "with a template they go over the template's, data key by key.",
+    )
+
+    def validate_push(self, value):
+        cleaned, problems = options_clean(CHANNELS["push"], value)
+        if problems:
+            raise serializers.ValidationError(problems)
+        return cleaned
 
     def validate_message(self, value):
         if len(value) > settings.BEACON_MAX_BODY_CHARS:
@@ -116,6 +120,8 @@ class _MessageSerializer(serializers.Serializer):
         if len(set(channels)) != len(channels):
             raise serializers.ValidationError({"channels": ["A channel may appear only once."]})
         attrs["channels"] = channels
+        if attrs.get("push") and "push" not in channels:
+            raise serializers.ValidationError({"push": ["Push options need the push channel."]})
         self.validate_recipients_for(attrs)
         if "template" in attrs and "message" in attrs:
             raise serializers.ValidationError({"template": ["Give a template or a message, not both."]})
@@ -194,6 +200,7 @@ def accept_arguments(validated: dict) -> dict:
         "context": validated["context"],
         "subject": validated["subject"],
         "message": validated.get("message", ""),
+        "options": validated["push"],
         "scheduled_for": validated["scheduled_for"],
         "priority": validated["priority"],
         "category": validated.get("category"),
@@ -211,6 +218,7 @@ def batch_arguments(validated: dict) -> dict:
         "template": validated.get("template"),
         "subject": validated["subject"],
         "message": validated.get("message", ""),
+        "options": validated["push"],
         "scheduled_for": validated["scheduled_for"],
         "priority": validated["priority"],
         "category": validated.get("category"),
@@ -298,19 +306,32 @@ class DeliveryDetailSerializer(DeliveryLogSerializer):
     events = DeliveryEventSerializer(many=True, read_only=True)
 
     class Meta(DeliveryLogSerializer.Meta):
-        fields = [*DeliveryLogSerializer.Meta.fields, "body", "html_body", "attempts", "events"]
+        fields = [*DeliveryLogSerializer.Meta.fields, "body", "html_body", "options", "attempts", "events"]
 
 
 class TemplateTestSerializer(serializers.Serializer):
     channel = serializers.ChoiceField(choices=Channel.choices)
-    to = serializers.CharField(max_length=254)
+    to = serializers.CharField(
+        max_length=1000,
+        help_text="The address: an email, an E.164 number, a chat webhook URL; for push, the "
+        "recipient's external id (its active devices are reached).",
+    )
     locale = serializers.RegexField(LOCALE, max_length=16, required=False, allow_blank=True, default="")
     context = JSONObjectField(required=False, default=dict)
 
     def validate(self, attrs):
-        field = CHANNELS[attrs["channel"]].address_field
+        channel = attrs["channel"]
+        spec = CHANNELS[channel]
+        field = "external_id" if spec.device_addressed else spec.address_field
         recipient = RecipientSerializer(data={field: attrs["to"], "locale": attrs["locale"]})
         if not recipient.is_valid():
             raise serializers.ValidationError({"to": recipient.errors.get(field, ["Invalid address."])})
-        attrs["recipient"] = recipient.validated_data
+        (attrs["recipient"],) = recipient_addresses_fill(
+            account=self.context["account"], channels=[channel], details=[recipient.validated_data]
+        )
+        missing = missing_addresses([channel], attrs["recipient"])
+        if missing:
+            raise serializers.ValidationError(
+                {"to": [problem for problems in missing.values() for problem in problems]}
+            )
         return attrs

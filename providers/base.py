@@ -26,6 +26,7 @@ class ProviderError(Exception):
         status_code: int | None = None,
         retry_after: float | None = None,
         code: str = "",
+        gone: bool = False,
     ):
         super().__init__(message)
         self.message = message
@@ -34,6 +35,9 @@ class ProviderError(Exception):
         self.status_code = status_code
         self.retry_after = retry_after
         self.code = code
+        # The address no longer exists (a push token the provider has forgotten): a
+        # device-addressed channel deactivates it.
+        self.gone = gone
 
 
 class RecipientRejected(ProviderError):
@@ -98,6 +102,8 @@ class OutboundMessage:
     locale: str = ""  # the content's locale ("" for the default), for channels that speak it
     metadata: dict = field(default_factory=dict)
     headers: dict = field(default_factory=dict)  # extra message headers, where the channel has them (email)
+    options: dict = field(default_factory=dict)  # structured content (push: image_url, action_url, data, ...)
+    device: dict = field(default_factory=dict)  # a device-addressed channel's target: platform, subscription
 
 
 @dataclass

@@ -21,7 +21,9 @@ UNIVERSAL_PROVIDER_KINDS = ("console",)
 class ChannelSpec:
     name: str
     label: str
-    # The recipient field that addresses this channel (`email`, `phone`, ...).
+    # The recipient field that addresses this channel (`email`, `phone`, ...). For a
+    # device-addressed channel it names the list of the recipient's active devices that
+    # accept fills in: one delivery goes to each, its `to` the device's token.
     address_field: str
     # The template content fields this channel uses; the others are dropped on save.
     content_fields: tuple[str, ...] = ("body",)
@@ -40,6 +42,17 @@ class ChannelSpec:
     # The default kind: the first (kind, environment variable) whose variable is set;
     # an empty variable name always matches.
     default_providers: tuple[tuple[str, str], ...] = (("console", ""),)
+    # Addressed by the recipient's registered devices rather than a field of theirs.
+    device_addressed: bool = False
+    # Structured content besides the text fields (push: image, action URL, data, ...),
+    # kept per template content and per delivery as `options`.
+    option_fields: tuple[str, ...] = ()
+    # Largest provider payload in bytes, checked at render and again before sending.
+    max_payload_bytes: int | None = None
+    # Addresses that one kind of the channel sends rather than the configured one:
+    # (address prefix, kind). A Web Push subscription's endpoint goes to `webpush`
+    # whichever of the channel's kinds is configured (unless it is a universal one).
+    address_routes: tuple[tuple[str, str], ...] = ()
 
     @property
     def setting(self) -> str:
@@ -49,6 +62,15 @@ class ChannelSpec:
     @property
     def kinds(self) -> tuple[str, ...]:
         return (*self.provider_kinds, *UNIVERSAL_PROVIDER_KINDS)
+
+    def kind_for_address(self, configured: str, address: str) -> str:
+        """The kind that sends `address` when settings pick `configured` for the channel."""
+        if configured in UNIVERSAL_PROVIDER_KINDS:
+            return configured
+        for prefix, kind in self.address_routes:
+            if address.startswith(prefix):
+                return kind
+        return configured
 
     def default_kind(self, environ) -> str:
         for kind, variable in self.default_providers:
@@ -121,14 +143,40 @@ def _chat(name: str, label: str, max_body_chars: int | None) -> ChannelSpec:
     )
 
 
+PUSH = ChannelSpec(
+    name="push",
+    label="Push",
+    address_field="devices",  # the recipient's active devices, registered by their apps
+    content_fields=("subject", "body"),  # the notification's title and text
+    required_fields=("body",),
+    max_body_chars=4000,
+    option_fields=("image_url", "action_url", "data", "silent", "android", "apns", "webpush"),
+    max_payload_bytes=4096,  # FCM's limit on a message's notification, data and options
+    provider_kinds=("fcm", "webpush"),
+    default_providers=(
+        ("fcm", "FCM_SERVICE_ACCOUNT_JSON"),
+        ("fcm", "FCM_SERVICE_ACCOUNT_FILE"),
+        ("webpush", "VAPID_PRIVATE_KEY"),
+        ("console", ""),
+    ),
+    device_addressed=True,
+    # A browser's Web Push subscription is its endpoint URL (http only where private
+    # targets are allowed, for local development); FCM tokens are never URLs.
+    address_routes=(("https://", "webpush"), ("http://", "webpush")),
+)
+
 SLACK = _chat("slack", "Slack", 3000)  # a section block's text
 TEAMS = _chat("teams", "Microsoft Teams", 20000)
 DISCORD = _chat("discord", "Discord", 4096)  # an embed's description
 
-CHANNELS: dict[str, ChannelSpec] = {spec.name: spec for spec in (EMAIL, SMS, WHATSAPP, VOICE, SLACK, TEAMS, DISCORD)}
+CHANNELS: dict[str, ChannelSpec] = {
+    spec.name: spec for spec in (EMAIL, SMS, WHATSAPP, VOICE, PUSH, SLACK, TEAMS, DISCORD)
+}
 
 # Recipient fields that address a channel, in the order the spec declares them.
-ADDRESS_FIELDS: tuple[str, ...] = tuple(dict.fromkeys(spec.address_field for spec in CHANNELS.values()))
+ADDRESS_FIELDS: tuple[str, ...] = tuple(
+    dict.fromkeys(spec.address_field for spec in CHANNELS.values() if not spec.device_addressed)
+)
 
 
 def channel_spec(name: str) -> ChannelSpec:

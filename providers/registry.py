@@ -13,6 +13,7 @@ from .channels import CHANNELS
 from .chat import DiscordWebhookProvider, SlackWebhookProvider, TeamsWebhookProvider
 from .console import ConsoleProvider
 from .email import DjangoEmailProvider
+from .push import FcmProvider, WebPushProvider
 from .twilio_sms import TwilioSmsProvider
 
 PROVIDER_CLASSES: dict[str, type[Provider]] = {
@@ -24,6 +25,8 @@ PROVIDER_CLASSES: dict[str, type[Provider]] = {
         SlackWebhookProvider,
         TeamsWebhookProvider,
         DiscordWebhookProvider,
+        FcmProvider,
+        WebPushProvider,
     )
 }
 
@@ -31,11 +34,13 @@ PROVIDER_CLASSES: dict[str, type[Provider]] = {
 CHANNEL_SETTINGS = {name: spec.setting for name, spec in CHANNELS.items()}
 
 
-def provider_kind_for_channel(channel: str) -> str:
+def provider_kind_for_channel(channel: str, address: str = "") -> str:
+    """The kind that sends `address` on the channel: the one settings choose, unless the
+    channel routes such addresses to another (a Web Push endpoint on the push channel)."""
     setting = CHANNEL_SETTINGS.get(channel)
     if setting is None:
         raise ProviderConfigurationError(f"No provider handles channel {channel!r}.")
-    kind = getattr(settings, setting)
+    kind = CHANNELS[channel].kind_for_address(getattr(settings, setting), address)
     if kind not in PROVIDER_CLASSES or channel not in PROVIDER_CLASSES[kind].channels:
         raise ProviderConfigurationError(f"{setting}={kind!r} is not a provider for {channel}.")
     return kind
@@ -46,15 +51,15 @@ def _build(kind: str, timeout: float) -> Provider:
     return PROVIDER_CLASSES[kind](timeout=timeout)
 
 
-def providers_for(channel: str) -> list[Provider]:
-    """The providers that may send this channel, in the order to try them. Today that is
-    the one kind settings choose; failover walks this list."""
-    return [_build(provider_kind_for_channel(channel), settings.PROVIDER_TIMEOUT_SECONDS)]
+def providers_for(channel: str, address: str = "") -> list[Provider]:
+    """The providers that may send this channel (to this address), in the order to try
+    them. Today that is the one kind settings choose; failover walks this list."""
+    return [_build(provider_kind_for_channel(channel, address), settings.PROVIDER_TIMEOUT_SECONDS)]
 
 
-def provider_for_channel(channel: str) -> Provider:
+def provider_for_channel(channel: str, address: str = "") -> Provider:
     """The first provider of the channel's chain."""
-    return providers_for(channel)[0]
+    return providers_for(channel, address)[0]
 
 
 def reset_providers() -> None:

@@ -100,6 +100,9 @@ class TemplateContent(models.Model):
     subject = models.CharField(max_length=500, blank=True)
     body = models.TextField()
     html_body = models.TextField(blank=True)
+    # Structured content of channels that have it (push: image_url, action_url, data,
+    # silent, android, apns, webpush); its texts are templates too.
+    options = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["channel", "locale"]

@@ -11,6 +11,11 @@ class TemplateContentSerializer(serializers.Serializer):
     subject = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     body = serializers.CharField(trim_whitespace=False)
     html_body = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+    options = JSONObjectField(
+        required=False,
+        default=dict,
+        help_text="Push only: image_url, action_url, data (texts), silent, android, apns, webpush.",
+    )
 
 
 class TemplateWriteSerializer(serializers.Serializer):
@@ -95,6 +100,7 @@ class RenderedSerializer(serializers.Serializer):
     filled_defaults = serializers.ListField(child=serializers.CharField())
     encoding = serializers.CharField()
     segments = serializers.IntegerField()
+    options = serializers.DictField()
 
 
 class TemplateRestoreSerializer(serializers.Serializer):

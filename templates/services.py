@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -10,7 +11,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
-from providers.channels import CHANNELS
+from providers.channels import CHANNELS, ChannelSpec
+from providers.push_payload import payload_size
 
 from .models import Channel, Template, TemplateContent, TemplateVersion
 from .rendering import RenderError, RenderUndefined, check_syntax, fill_placeholders, render_string, sms_info
@@ -32,6 +34,7 @@ class RenderedMessage:
     filled_defaults: list[str]
     encoding: str = ""
     segments: int = 0
+    options: dict = dataclasses.field(default_factory=dict)  # the channel's structured content, rendered
 
 
 def normalize_locale(locale: str | None) -> str:
@@ -47,6 +50,81 @@ def locale_candidates(locale: str | None) -> list[str]:
         locale = locale.rpartition("-")[0]
     candidates.append("")
     return candidates
+
+
+# Options whose values are texts, rendered like the content (data's values are too).
+OPTION_TEXTS = ("image_url", "action_url")
+OPTION_OBJECTS = ("android", "apns", "webpush")
+
+
+def options_clean(spec: ChannelSpec, options) -> tuple[dict, list[str]]:
+    """A channel's structured content, checked: (the cleaned options, the problems)."""
+    if options in (None, {}):
+        return {}, []
+    if not isinstance(options, dict):
+        return {}, ["options: must be an object"]
+    if not spec.option_fields:
+        return {}, [f"options: the {spec.name} channel takes none"]
+    problems = []
+    unknown = sorted(set(options) - set(spec.option_fields))
+    if unknown:
+        problems.append(f"options: unknown {', '.join(unknown)}; {spec.name} takes {', '.join(spec.option_fields)}")
+    cleaned = {}
+    for name in OPTION_TEXTS:
+        if name in options:
+            if not isinstance(options[name], str):
+                problems.append(f"options.{name}: must be a text")
+            elif options[name]:
+                cleaned[name] = options[name]
+    if "data" in options:
+        data = options["data"]
+        scalar = (str, int, float, bool)
+        if not isinstance(data, dict) or not all(isinstance(v, scalar) for v in data.values()):
+            problems.append("options.data: must be an object of texts (FCM data values are strings)")
+        elif data:
+            cleaned["data"] = {str(k): v if isinstance(v, str) else json_text(v) for k, v in data.items()}
+    if "silent" in options:
+        if not isinstance(options["silent"], bool):
+            problems.append("options.silent: must be true or false")
+        elif options["silent"]:
+            cleaned["silent"] = True
+    for name in OPTION_OBJECTS:
+        if name in options:
+            if not isinstance(options[name], dict):
+                problems.append(f"options.{name}: must be an object")
+            elif options[name]:
+                cleaned[name] = options[name]
+    if cleaned.get("silent") and not cleaned.get("data"):
+        problems.append("options.silent: a silent push carries data; give options.data")
+    for name, source in option_texts(cleaned).items():
+        problem = check_syntax(source)
+        if problem:
+            problems.append(f"options.{name}: template syntax error at {problem}")
+    return cleaned, problems
+
+
+def json_text(value) -> str:
+    return "true" if value is True else "false" if value is False else str(value)
+
+
+def option_texts(options: dict) -> dict[str, str]:
+    """The options' template texts by name: image_url, action_url and data.<key>."""
+    texts = {name: options[name] for name in OPTION_TEXTS if name in options}
+    texts.update({f"data.{key}": value for key, value in (options.get("data") or {}).items()})
+    return texts
+
+
+def options_render(options: dict, values: dict) -> dict:
+    """The options with their texts rendered (the content's values); the rest as given."""
+    if not options:
+        return {}
+    rendered = dict(options)
+    for name in OPTION_TEXTS:
+        if name in options:
+            rendered[name] = render_string(options[name], values).strip()
+    if options.get("data"):
+        rendered["data"] = {key: render_string(value, values) for key, value in options["data"].items()}
+    return rendered
 
 
 def _validate_contents(contents: list[dict]) -> list[dict]:
@@ -86,11 +164,15 @@ def _validate_contents(contents: list[dict]) -> list[dict]:
             problem = check_syntax(source)
             if problem:
                 errors.setdefault(prefix, []).append(f"{field}: template syntax error at {problem}")
+        options, problems = options_clean(spec, item.get("options"))
+        if problems:
+            errors.setdefault(prefix, []).extend(problems)
         cleaned.append(
             {
                 "channel": channel,
                 "locale": locale,
                 **{field: (item.get(field) or "") if field in spec.content_fields else "" for field in CONTENT_FIELDS},
+                "options": options,
             }
         )
     if errors:
@@ -133,13 +215,14 @@ def _validate_renders(cleaned: list[dict], *, defaults: dict, sample_context: di
     naming the content. A value the sample lacks is left to the send that has it."""
     errors: dict[str, list[str]] = {}
     for index, item in enumerate(cleaned):
-        sources = [item[field] for field in CONTENT_FIELDS]
+        sources = [item[field] for field in CONTENT_FIELDS] + list(option_texts(item["options"]).values())
         values, _ = fill_placeholders(
             sources, sample_context, required=[], defaults=defaults, locales=locale_candidates(item["locale"])
         )
         try:
             for field in CONTENT_FIELDS:
                 render_string(item[field], values, html=field == "html_body")
+            options_render(item["options"], values)
         except RenderUndefined:
             continue  # the sample lacks a value: the send that has it decides
         except RenderError as exc:
@@ -266,7 +349,12 @@ def _version_matches(version: TemplateVersion, *, required_placeholders, default
 
 
 def content_as_dict(content: TemplateContent) -> dict:
-    return {"channel": content.channel, "locale": content.locale, **{f: getattr(content, f) for f in CONTENT_FIELDS}}
+    return {
+        "channel": content.channel,
+        "locale": content.locale,
+        **{f: getattr(content, f) for f in CONTENT_FIELDS},
+        "options": content.options or {},
+    }
 
 
 @transaction.atomic
@@ -314,7 +402,7 @@ def template_render(*, version: TemplateVersion, channel: str, locale: str | Non
     content = content_select(version=version, channel=channel, locale=locale)
     if content is None:
         raise RenderError({"channel": [f"Template {version.template.key!r} has no {channel} content."]})
-    sources = [content.subject, content.body, content.html_body]
+    sources = [content.subject, content.body, content.html_body, *option_texts(content.options or {}).values()]
     # Fallbacks speak the language the content is written in.
     values, filled = fill_placeholders(
         sources,
@@ -333,6 +421,7 @@ def template_render(*, version: TemplateVersion, channel: str, locale: str | Non
         body=body,
         html_body=html_body,
         filled_defaults=filled,
+        options=options_render(content.options or {}, values),
     )
     check_rendered(rendered)
     return rendered
@@ -355,6 +444,15 @@ def check_rendered(rendered: RenderedMessage) -> None:
                         f"The {spec.label} body is {len(rendered.body)} characters; the limit is {spec.max_body_chars}."
                     ]
                 }
+            )
+    if spec.max_payload_bytes is not None:
+        image = rendered.options.get("image_url", "")
+        if image and not image.startswith(("https://", "http://")):
+            raise RenderError({"options": ["options.image_url: must render to an http(s) URL."]})
+        size = payload_size(title=rendered.subject, body=rendered.body, options=rendered.options)
+        if size > spec.max_payload_bytes:
+            raise RenderError(
+                {"message": [f"The {spec.label} payload is {size} bytes; the limit is {spec.max_payload_bytes}."]}
             )
     if spec.counts_segments:
         info = sms_info(rendered.body)

@@ -5,8 +5,10 @@ from rest_framework.test import APIClient
 from accounts.services import api_token_issue
 from config.celery import app as celery_app
 from providers.registry import reset_providers
+from tests.doubles.fcm import fcm_server, fcm_settings  # noqa: F401 - fixtures
 from tests.doubles.smtp import SmtpServer
 from tests.doubles.twilio import TwilioDouble
+from tests.doubles.webpush import webpush_server, webpush_settings  # noqa: F401 - fixtures
 from tests.factories import UserFactory
 
 TWILIO_SID = "AC" + "0" * 32
@@ -129,4 +131,16 @@ def smtp(smtp_server_session):
     with override_settings(**smtp_settings(smtp_server_session)):
         reset_providers()
         yield smtp_server_session
+    reset_providers()
+
+
+@pytest.fixture
+def fcm(fcm_server, webpush_server):
+    """The FCM double (and the Web Push double beside it), emptied, with settings pointing
+    the push providers at them."""
+    fcm_server.reset()
+    webpush_server.reset()
+    with override_settings(**fcm_settings(fcm_server), **webpush_settings(webpush_server)):
+        reset_providers()
+        yield fcm_server
     reset_providers()

@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from providers.channels import ADDRESS_FIELDS, CHANNELS
+from providers.channels import ADDRESS_FIELDS
 from templates.models import Template
 
 from ..bulk import rows_insert_many, rows_insert_returning, rows_update
@@ -32,6 +32,7 @@ from ..models import (
 )
 from ..queue import Dispatch, enqueue_dispatch
 from ..receipts import batch_receipt, receipt
+from .addresses import channel_addresses, recipient_addresses_fill
 from .decide import Planned, Verdict, deliveries_decide
 from .events import StatusChange
 from .render import messages_render
@@ -120,35 +121,6 @@ def recipients_resolve(*, account, details: list[dict]) -> list[Recipient]:
     return [found[aliases.get(key, key)] for key in keys]
 
 
-def recipient_addresses_fill(*, account, channels: list[str], details: list[dict]) -> list[dict]:
-    """The details, each with the addresses its channels need and it leaves out taken from
-    the account's stored recipient with the same external id: a chat webhook URL (or an
-    email address, a phone number) given once serves the sends after it. One query for
-    the whole list, none when nothing is missing; the dicts given are not changed."""
-    fields = [field for field in dict.fromkeys(CHANNELS[channel].address_field for channel in channels)]
-    stored_fields = [field for field in fields if field in RECIPIENT_DETAILS]
-    wanting = {
-        item["external_id"]
-        for item in details
-        if item.get("external_id") and any(not item.get(field) for field in stored_fields)
-    }
-    if not wanting:
-        return details
-    stored = {
-        row["external_id"]: row
-        for row in Recipient.objects.filter(account=account, external_id__in=wanting).values(
-            "external_id", *stored_fields
-        )
-    }
-    filled = []
-    for item in details:
-        row = stored.get(item.get("external_id") or None)
-        if row is not None:
-            item = {**item, **{field: row[field] for field in stored_fields if not item.get(field) and row[field]}}
-        filled.append(item)
-    return filled
-
-
 def _same_phone_aliases(wanted: dict, found: dict) -> dict:
     """A phone-only item that no stored recipient matches is the recipient an earlier item
     (matched by email) gives that phone to: a single send after that one would find it."""
@@ -212,6 +184,7 @@ def notification_accept(
     context: dict | None = None,
     subject: str = "",
     message: str = "",
+    options: dict | None = None,
     scheduled_for: datetime | None = None,
     priority: str = "normal",
     category: str | None = None,
@@ -231,6 +204,7 @@ def notification_accept(
         template=template,
         subject=subject,
         message=message,
+        options=options,
         scheduled_for=scheduled_for,
         priority=priority,
         category=category,
@@ -251,6 +225,7 @@ def notifications_accept_batch(
     template: Template | None = None,
     subject: str = "",
     message: str = "",
+    options: dict | None = None,
     scheduled_for: datetime | None = None,
     priority: str = "normal",
     category: str | None = None,
@@ -268,6 +243,7 @@ def notifications_accept_batch(
         template=template,
         subject=subject,
         message=message,
+        options=options,
         scheduled_for=scheduled_for,
         priority=priority,
         category=category,
@@ -288,6 +264,7 @@ def _accept(
     template,
     subject,
     message,
+    options,
     scheduled_for,
     priority,
     category,
@@ -308,7 +285,13 @@ def _accept(
     )
     items = [dataclasses.replace(item, recipient=recipient) for item, recipient in zip(items, recipients, strict=True)]
     rendered = _render_items(
-        channels=channels, items=items, template=template, subject=subject, message=message, batch=batch
+        channels=channels,
+        items=items,
+        template=template,
+        subject=subject,
+        message=message,
+        options=options,
+        batch=batch,
     )
     now = timezone.now()
     scheduled = scheduled_for is not None and scheduled_for > now + timedelta(seconds=1)
@@ -345,22 +328,25 @@ def _accept(
                     priority=priority,
                     send_at=send_at,
                     kind=kind,
-                    address=person_details[CHANNELS[m.channel].address_field],
+                    address=address,
                     timezone=person.timezone,
                 )
                 for person, person_details, messages in zip(
                     people, (item.recipient for item in items), rendered, strict=True
                 )
                 for m in messages
+                for address in channel_addresses(person_details, m.channel)
             ]
             decisions = iter(deliveries_decide(account=account, planned=planned))
             deliveries, changes, schedules = [], [], []
             by_notification: dict = {}
             for notification, item, messages in zip(notifications, items, rendered, strict=True):
                 by_notification[notification.pk] = []
-                for m in messages:
+                # One delivery per channel, or per device on a device-addressed channel.
+                targets = [(m, a) for m in messages for a in channel_addresses(item.recipient, m.channel)]
+                for m, address in targets:
                     decision = next(decisions)
-                    delivery = _new_delivery(account, notification, item.recipient, m, decision, send_at, now)
+                    delivery = _new_delivery(account, notification, address, m, decision, send_at, now)
                     deliveries.append(delivery)
                     by_notification[notification.pk].append(delivery)
                     changes.append(StatusChange(delivery.pk, "", delivery.status, source, now, _detail(decision)))
@@ -402,7 +388,7 @@ def _accept(
     return Accepted(body=body, notifications=notifications, deliveries=by_notification)
 
 
-def _render_items(*, channels, items: list[Item], template, subject, message, batch: bool) -> list[list]:
+def _render_items(*, channels, items: list[Item], template, subject, message, options, batch: bool) -> list[list]:
     def render(item: Item):
         return messages_render(
             channels=channels,
@@ -411,6 +397,7 @@ def _render_items(*, channels, items: list[Item], template, subject, message, ba
             context=item.context,
             subject=subject,
             message=message,
+            options=options,
         )
 
     if not batch:
@@ -455,7 +442,7 @@ def _schedule_of(notification: Notification, delivery: Delivery, send_at: dateti
     )
 
 
-def _new_delivery(account, notification, recipient: dict, message, decision, send_at, now) -> Delivery:
+def _new_delivery(account, notification, to: str, message, decision, send_at, now) -> Delivery:
     status = DeliveryStatus.QUEUED if send_at <= now else DeliveryStatus.SCHEDULED
     next_attempt_at, error_code, error_message = send_at, "", ""
     if decision.verdict is Verdict.DEFER:
@@ -468,11 +455,12 @@ def _new_delivery(account, notification, recipient: dict, message, decision, sen
         account=account,
         notification=notification,
         channel=message.channel,
-        to=recipient[CHANNELS[message.channel].address_field],
+        to=to,
         locale=message.locale,
         subject=message.subject,
         body=message.body,
         html_body=message.html_body,
+        options=message.options,
         encoding=message.encoding,
         segments=message.segments,
         status=status,

@@ -19,7 +19,7 @@ from .events import InvalidTransition, event_record
 from .rights import ERASED
 
 # What a delivery sends: a resend copies exactly these.
-MESSAGE_FIELDS = ("channel", "to", "locale", "subject", "body", "html_body", "encoding", "segments")
+MESSAGE_FIELDS = ("channel", "to", "locale", "subject", "body", "html_body", "options", "encoding", "segments")
 
 
 @transaction.atomic

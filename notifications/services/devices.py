@@ -69,3 +69,33 @@ def devices_prune(*, inactive_days: int, now: datetime | None = None, dry_run: b
         return stale.count()
     deleted, _ = stale.delete()
     return deleted
+
+
+def devices_gone(*, reports: list[tuple[int, str, str]]) -> int:
+    """Deactivate the devices a provider said are gone: (account id, token, reason) each;
+    one statement per account and reason."""
+    grouped: dict[tuple[int, str], list[str]] = {}
+    for account_id, token, reason in reports:
+        grouped.setdefault((account_id, reason[:200]), []).append(token)
+    return sum(
+        devices_deactivate(account_id=account_id, tokens=tokens, reason=reason)
+        for (account_id, reason), tokens in grouped.items()
+    )
+
+
+def devices_for_deliveries(deliveries) -> dict:
+    """Each delivery's device (platform, Web Push keys) by delivery id: one query."""
+    hashes = {token_hash(d.to): d for d in deliveries}
+    if not hashes:
+        return {}
+    found = {
+        (account_id, key): {"platform": platform, "subscription": subscription}
+        for account_id, key, platform, subscription in Device.objects.filter(
+            account_id__in={d.account_id for d in deliveries}, token_hash__in=hashes
+        ).values_list("account_id", "token_hash", "platform", "subscription")
+    }
+    return {
+        d.pk: found[(d.account_id, key)]
+        for d in deliveries
+        if (key := token_hash(d.to)) in hashes and (d.account_id, key) in found
+    }

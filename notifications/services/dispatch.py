@@ -36,6 +36,7 @@ from ..bulk import rows_update, rows_upsert
 from ..models import Delivery, DeliveryAttempt, DeliveryStatus, Notification
 from ..queue import Dispatch, enqueue_dispatch
 from ..unsubscribe import unsubscribe_headers
+from .devices import devices_for_deliveries, devices_gone
 from .events import StatusChange, events_record
 from .inbound import unsubscribed_errors_suppress
 
@@ -104,11 +105,21 @@ def deliveries_dispatch(*, items: list[tuple[object, int | None]]) -> dict[str, 
     sends nothing twice. Returns each delivery's new status, or "not-claimed", by id.
     """
     position = {str(delivery_id): index for index, (delivery_id, _) in enumerate(items)}
-    claimed = sorted(_claim(items), key=lambda d: (d.channel, position[str(d.pk)]))  # in the order given
+    # By channel and the provider route of the address (a Web Push endpoint among push
+    # tokens), each in the order given.
+    claimed = sorted(_claim(items), key=lambda d: (d.channel, _route(d), position[str(d.pk)]))
     claimed, outcomes = _drop_suppressed(claimed)
-    for channel, group in groupby(claimed, key=lambda d: d.channel):
+    for (channel, _), group in groupby(claimed, key=lambda d: (d.channel, _route(d))):
         outcomes.update(_dispatch_channel(channel, list(group)))
     return {str(delivery_id): outcomes.get(str(delivery_id), NOT_CLAIMED) for delivery_id, _ in items}
+
+
+def _route(delivery: Delivery) -> str:
+    """The channel spec's address route the delivery takes ("" for the channel's own kind)."""
+    for prefix, kind in CHANNELS[delivery.channel].address_routes:
+        if delivery.to.startswith(prefix):
+            return kind
+    return ""
 
 
 def delivery_dispatch(*, delivery_id, attempts_before: int | None = None) -> str:
@@ -214,14 +225,14 @@ def _dispatch_channel(channel: str, claimed: list[Delivery]) -> dict[str, str]:
     two flushes records the outcomes of the last one and hands off the next (its attempts
     committed as pending before any of it is sent): a few statements per flush."""
     try:
-        provider, failure = providers_for(channel)[0], None
+        provider, failure = providers_for(channel, claimed[0].to)[0], None
     except ProviderConfigurationError as error:
         provider, failure = None, error
     kind = provider.kind if provider else ""
     size = settings.BEACON_DISPATCH_FLUSH_SIZE if provider else len(claimed)
     lease = settings.BEACON_SENDING_LEASE_SECONDS
     outcomes: dict[str, str] = {}
-    headers = _message_headers(channel, claimed)
+    extras = _message_extras(channel, claimed)
     pending, sent, unsent, throttled = list(claimed), [], [], None
     renewed = time.monotonic()
     while True:
@@ -252,7 +263,7 @@ def _dispatch_channel(channel: str, claimed: list[Delivery]) -> dict[str, str]:
         if provider is None:
             sent = [_Sent(d, a, failure, 0) for d, a in zip(chunk, attempts, strict=True)]
             continue
-        sent, throttled = _send(provider, chunk, attempts, headers)
+        sent, throttled = _send(provider, chunk, attempts, extras)
         unsent = list(zip(chunk[len(sent) :], attempts[len(sent) :], strict=True))
 
 
@@ -284,10 +295,10 @@ def _attempts_write(attempts: list[DeliveryAttempt]) -> None:
 
 
 def _send(
-    provider, chunk: list[Delivery], attempts: list[DeliveryAttempt], headers: dict
+    provider, chunk: list[Delivery], attempts: list[DeliveryAttempt], extras: dict
 ) -> tuple[list[_Sent], ProviderError | None]:
     """Send a flush; stop at a throttling answer (429), leaving the rest unsent."""
-    messages = [_message(d, headers.get(d.pk)) for d in chunk]
+    messages = [_message(d, **extras.get(d.pk, {})) for d in chunk]
     stream = iter(provider.send_many(messages))
     sent: list[_Sent] = []
     for delivery, attempt in zip(chunk, attempts, strict=True):
@@ -305,10 +316,21 @@ def _send(
     return sent, None
 
 
-def _message_headers(channel: str, deliveries: list[Delivery]) -> dict:
-    """Extra headers by delivery id, for the whole batch in one query: a marketing email
-    carries a one-click unsubscribe link for its recipient (RFC 8058)."""
-    if channel != Channel.EMAIL or not deliveries:
+def _message_extras(channel: str, deliveries: list[Delivery]) -> dict:
+    """What each message carries besides the delivery's own fields, by delivery id, for
+    the whole batch in one query: a marketing email's one-click unsubscribe headers, a push
+    device's platform and Web Push keys."""
+    if channel == Channel.EMAIL:
+        return {pk: {"headers": headers} for pk, headers in _message_headers(deliveries).items()}
+    if CHANNELS[channel].device_addressed:
+        return {pk: {"device": device} for pk, device in devices_for_deliveries(deliveries).items()}
+    return {}
+
+
+def _message_headers(deliveries: list[Delivery]) -> dict:
+    """Extra headers by delivery id: a marketing email carries a one-click unsubscribe link
+    for its recipient (RFC 8058)."""
+    if not deliveries:
         return {}
     marketing = dict(
         Notification.objects.filter(
@@ -322,7 +344,7 @@ def _message_headers(channel: str, deliveries: list[Delivery]) -> dict:
     }
 
 
-def _message(delivery: Delivery, headers: dict | None = None) -> OutboundMessage:
+def _message(delivery: Delivery, headers: dict | None = None, device: dict | None = None) -> OutboundMessage:
     return OutboundMessage(
         channel=delivery.channel,
         to=delivery.to,
@@ -334,6 +356,8 @@ def _message(delivery: Delivery, headers: dict | None = None) -> OutboundMessage
         locale=delivery.locale,
         metadata={"beacon_delivery": str(delivery.pk)},
         headers=headers or {},
+        options=delivery.options or {},
+        device=device or {},
     )
 
 
@@ -348,11 +372,19 @@ def _record(sent: list[_Sent], changes: list[StatusChange]) -> tuple[dict[str, s
     retry_now: list[tuple[Delivery, float]] = []
     for item in sent:
         _apply(item, finished, ours, retry_now)
+    errors = [item for item in sent if isinstance(item.outcome, ProviderError)]
     unsubscribed_errors_suppress(
         reports=[
             (item.delivery.account_id, item.delivery.channel, item.delivery.to, item.outcome.code)
-            for item in sent
-            if isinstance(item.outcome, ProviderError) and item.outcome.code
+            for item in errors
+            if item.outcome.code
+        ]
+    )
+    devices_gone(
+        reports=[
+            (item.delivery.account_id, item.delivery.to, item.outcome.message)
+            for item in errors
+            if item.outcome.gone and CHANNELS[item.delivery.channel].device_addressed
         ]
     )
     movable = rows_update(

@@ -10,17 +10,29 @@ from templates.models import Template
 from templates.rendering import RenderError
 from templates.services import RenderedMessage, check_rendered, template_render
 
+from .addresses import missing_addresses
+
 
 def messages_render(
-    *, channels: list[str], recipient: dict, template: Template | None, context: dict, subject: str, message: str
+    *,
+    channels: list[str],
+    recipient: dict,
+    template: Template | None,
+    context: dict,
+    subject: str,
+    message: str,
+    options: dict | None = None,
 ) -> list[RenderedMessage]:
-    """One rendered message per channel, in order; a ValidationError names every problem."""
+    """One rendered message per channel, in order; a ValidationError names every problem.
+    `options` (the send's push options) go to the channels that take options, over the
+    template's: its data merged key by key, the rest replaced."""
     errors: dict[str, list[str]] = {}
     rendered = []
     for channel in channels:
-        address_field = CHANNELS[channel].address_field
-        if not recipient.get(address_field):
-            errors.setdefault(f"recipient.{address_field}", []).append(f"Required to send on the {channel} channel.")
+        missing = missing_addresses([channel], recipient)
+        if missing:
+            for field, problems in missing.items():
+                errors.setdefault(f"recipient.{field}", []).extend(problems)
             continue
         try:
             if template is not None:
@@ -37,7 +49,10 @@ def messages_render(
                 item = RenderedMessage(
                     channel=channel, locale="", subject=subject, body=message, html_body="", filled_defaults=[]
                 )
-                check_rendered(item)
+            if options and CHANNELS[channel].option_fields:
+                data = {**item.options.get("data", {}), **options.get("data", {})}
+                item.options = {**item.options, **options, **({"data": data} if data else {})}
+            check_rendered(item)
         except RenderError as exc:
             for field, messages in exc.errors.items():
                 errors.setdefault(field, []).extend(f"{channel}: {m}" for m in messages)

@@ -58,6 +58,7 @@ DELIVERY_FIELDS = (
     "subject",
     "body",
     "html_body",
+    "options",
     "provider",
     "error_code",
     "error_message",
@@ -85,7 +86,9 @@ def recipient_find(*, account, external_id: str) -> Recipient | None:
 def _addresses(recipient: Recipient) -> set[tuple[str, str]]:
     """Every (channel, address) the recipient is or was reached at: their current details
     on each channel, and what their deliveries went to."""
-    current = {(name, getattr(recipient, spec.address_field)) for name, spec in CHANNELS.items()}
+    current = {
+        (name, getattr(recipient, spec.address_field)) for name, spec in CHANNELS.items() if not spec.device_addressed
+    }
     sent_to = set(
         Delivery.objects.filter(notification__recipient=recipient).values_list("channel", "to").distinct().order_by()
     )
@@ -206,7 +209,7 @@ def recipient_erase(*, account, external_id: str, source: str = "api") -> dict[s
             "suppressions": Suppression.objects.filter(account=account, address_hash__in=hashes).update(address=""),
         }
         counts["deliveries"] = deliveries.update(
-            to=ERASED, subject="", body=ERASED, html_body="", error_message="", updated_at=now
+            to=ERASED, subject="", body=ERASED, html_body="", options={}, error_message="", updated_at=now
         )
         DeliveryAttempt.objects.filter(delivery__notification__recipient=recipient).update(error="")
         events = DeliveryEvent.objects.filter(delivery__notification__recipient=recipient)

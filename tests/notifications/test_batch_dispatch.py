@@ -302,7 +302,7 @@ class HalfwayProvider(Provider):
 def test_a_send_many_that_breaks_strands_no_delivery(alice, monkeypatch):
     # given
     provider = HalfwayProvider(timeout=1)
-    monkeypatch.setattr(dispatch, "providers_for", lambda channel: [provider])
+    monkeypatch.setattr(dispatch, "providers_for", lambda channel, address="": [provider])
     deliveries = queued_sms(alice, [phone(n) for n in range(3)])
     # when
     result = deliveries_dispatch(items=ids(deliveries))

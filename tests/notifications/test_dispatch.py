@@ -74,7 +74,7 @@ def test_an_unexpected_provider_exception_is_a_retryable_attempt(
     queued, monkeypatch, django_capture_on_commit_callbacks
 ):
     # given
-    monkeypatch.setattr(dispatch, "providers_for", lambda channel: [ExplodingProvider(timeout=1)])
+    monkeypatch.setattr(dispatch, "providers_for", lambda channel, address="": [ExplodingProvider(timeout=1)])
     before = timezone.now()
     # when
     with django_capture_on_commit_callbacks() as callbacks:
@@ -99,7 +99,7 @@ def test_an_unexpected_provider_exception_is_a_retryable_attempt(
 
 
 def test_an_unexpected_exception_on_the_last_attempt_fails_the_delivery(queued, monkeypatch):
-    monkeypatch.setattr(dispatch, "providers_for", lambda channel: [ExplodingProvider(timeout=1)])
+    monkeypatch.setattr(dispatch, "providers_for", lambda channel, address="": [ExplodingProvider(timeout=1)])
     Delivery.objects.filter(pk=queued.pk).update(max_attempts=1)
     assert delivery_dispatch(delivery_id=queued.pk) == "failed"
     queued.refresh_from_db()

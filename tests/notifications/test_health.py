@@ -44,6 +44,7 @@ def test_health_is_ok_without_auth(anon_api, twilio, smtp, live_worker_and_beat)
             "sms": {"provider": "twilio", "configured": True, "problems": []},
             "whatsapp": {"provider": "twilio", "configured": True, "problems": []},
             "voice": {"provider": "twilio", "configured": True, "problems": []},
+            "push": {"provider": "console", "configured": True, "problems": []},
             "slack": {"provider": "slack", "configured": True, "problems": []},
             "teams": {"provider": "teams", "configured": True, "problems": []},
             "discord": {"provider": "discord", "configured": True, "problems": []},

@@ -104,6 +104,7 @@ def test_a_kind_that_cannot_send_the_channel_is_refused():
         },
         "whatsapp": {"provider": "console", "configured": True, "problems": []},
         "voice": {"provider": "console", "configured": True, "problems": []},
+        "push": {"provider": "console", "configured": True, "problems": []},
         "slack": {"provider": "slack", "configured": True, "problems": []},
         "teams": {"provider": "teams", "configured": True, "problems": []},
         "discord": {"provider": "discord", "configured": True, "problems": []},
@@ -132,6 +133,7 @@ def test_configuration_report_names_problems_without_secrets():
 
 
 def test_registered_kinds():
+    from providers.push import FcmProvider, WebPushProvider
     from providers.registry import PROVIDER_CLASSES
 
     assert PROVIDER_CLASSES == {
@@ -141,6 +143,8 @@ def test_registered_kinds():
         "slack": SlackWebhookProvider,
         "teams": TeamsWebhookProvider,
         "discord": DiscordWebhookProvider,
+        "fcm": FcmProvider,
+        "webpush": WebPushProvider,
     }
 
 

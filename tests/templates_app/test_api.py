@@ -34,7 +34,9 @@ def payload(**overrides):
     return body
 
 
-SMS_ONLY = [{"channel": "sms", "locale": "", "subject": "", "body": "New: {{ event_name }}", "html_body": ""}]
+SMS_ONLY = [
+    {"channel": "sms", "locale": "", "subject": "", "body": "New: {{ event_name }}", "html_body": "", "options": {}}
+]
 
 # --- authentication -----------------------------------------------------------------------
 
@@ -102,6 +104,7 @@ def test_create(alice, alice_api):
             "subject": "Welcome, {{ invitee_name }}",
             "body": "Hi {{ invitee_name }}",
             "html_body": "",
+            "options": {},
         },
         {
             "channel": "sms",
@@ -109,6 +112,7 @@ def test_create(alice, alice_api):
             "subject": "",
             "body": "Hola {{ invitee_name }} de {{ organizer_name }}",
             "html_body": "",
+            "options": {},
         },
     ]
     assert template.account == alice
@@ -452,6 +456,7 @@ def test_preview_email_merges_sample_context_and_sends_nothing(alice, alice_api)
         "filled_defaults": ["start_time"],
         "encoding": "",
         "segments": 0,
+        "options": {},
     }
     assert Notification.objects.count() == 0
     assert Delivery.objects.count() == 0

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from notifications.models import Delivery
 from notifications.serializers import TemplateTestSerializer
 from notifications.services import notification_accept
+from notifications.services.addresses import channel_addresses
 from notifications.services.render import messages_render
 from providers.channels import CHANNELS
 from templates.selectors import template_resolve
@@ -23,7 +24,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--account", required=True, help="Username of the account that sends.")
         parser.add_argument("--channel", required=True, choices=list(CHANNELS), help="The channel to send on.")
-        parser.add_argument("--to", required=True, help="The address: an email, or a phone number in E.164 form.")
+        parser.add_argument(
+            "--to",
+            required=True,
+            help="The address: an email, a phone number in E.164 form, a chat webhook URL; for push, "
+            "the recipient's external id (each of its active devices is reached).",
+        )
         parser.add_argument(
             "--template",
             default="booking_confirmation",
@@ -44,7 +50,8 @@ class Command(BaseCommand):
                 "(the shared defaults come with `manage.py load_default_templates`)."
             )
         serializer = TemplateTestSerializer(
-            data={"channel": opts["channel"], "to": opts["to"], "locale": opts["locale"]}
+            data={"channel": opts["channel"], "to": opts["to"], "locale": opts["locale"]},
+            context={"account": account},
         )
         if not serializer.is_valid():
             raise CommandError(json.dumps(serializer.errors))
@@ -83,13 +90,17 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise CommandError(json.dumps(exc.message_dict)) from None
         version = template.current_version
+        addresses = ", ".join(channel_addresses(recipient, channel))
+        if CHANNELS[channel].device_addressed:  # tokens are the devices' secrets: counted, not shown
+            addresses = f"{len(channel_addresses(recipient, channel))} device(s) of {recipient['external_id']}"
         self.stdout.write(
-            f"Template {template.key} v{version.number}, {channel} to {recipient[CHANNELS[channel].address_field]}"
-            f" (locale {message.locale or 'default'}):"
+            f"Template {template.key} v{version.number}, {channel} to {addresses} (locale {message.locale or 'default'}):"
         )
         if message.subject:
             self.stdout.write(f"Subject: {message.subject}")
         self.stdout.write(message.body.rstrip("\n"))
+        if message.options:
+            self.stdout.write(f"Options: {json.dumps(message.options, sort_keys=True)}")
         if message.segments:
             self.stdout.write(f"({message.encoding}, {message.segments} segment(s))")
         self.stdout.write("Dry run: nothing was sent.")
