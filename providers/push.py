@@ -18,8 +18,8 @@ import time
 from urllib.parse import urlsplit
 
 import requests
-from django.conf import settings
 from cryptography.hazmat.primitives import serialization
+from django.conf import settings
 from google.auth import exceptions as google_errors
 from google.oauth2 import service_account
 from py_vapid import Vapid

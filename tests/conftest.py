@@ -135,7 +135,7 @@ def smtp(smtp_server_session):
 
 
 @pytest.fixture
-def fcm(fcm_server, webpush_server):
+def fcm(fcm_server, webpush_server):  # noqa: F811 - the imported fixtures
     """The FCM double (and the Web Push double beside it), emptied, with settings pointing
     the push providers at them."""
     fcm_server.reset()

@@ -24,7 +24,14 @@ def contents_of(version: TemplateVersion) -> list[dict]:
 
 
 NEW_CONTENTS = [
-    {"channel": "sms", "locale": "", "subject": "", "body": "Changed: {{ event_name }}", "html_body": "", "options": {}},
+    {
+        "channel": "sms",
+        "locale": "",
+        "subject": "",
+        "body": "Changed: {{ event_name }}",
+        "html_body": "",
+        "options": {},
+    },
 ]
 
 # --- locales ------------------------------------------------------------------------------
