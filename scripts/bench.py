@@ -30,6 +30,12 @@ Phases (each can be left out with --skip-NAME):
            basic auth to the same double. Ours / ceiling compares drain windows. The double
            is a Python HTTP server on the same two cores as its senders: the machine's CPU
            bounds both figures, and the cpu lines show the double's share of it.
+4b. push   Dispatch of --push (20,000) queued push deliveries (one Android device per
+           recipient, registered before the accept) through pyfcm's session and OAuth
+           token to the FCM HTTP v1 double (tests/doubles/fcm.py, in a process of its own,
+           with its fake OAuth token endpoint), by the same `celery worker -c 2`, and in
+           the same sitting a bare-client ceiling: 2 processes with keep-alive sessions
+           POSTing the same v1 messages with a bearer token to the same double.
 5. peer    `run_bench.sh po` from ../shared/peers/post_office with REPS=1,
            SIZES="10000 100000", LOOP_SIZES=1000, into a results directory of this sitting
            (default /tmp/peerbench/results/beacon-bench), read through `run_bench.sh summary`
@@ -90,6 +96,7 @@ BATCH_PATH = "/api/v1/notifications/send/batch/"
 HEALTH_PATH = "/api/v1/notifications/health/"
 CALLBACK_URL = "http://127.0.0.1:8000/api/v1/notifications/sms-status-callback/"
 WARMUP_BASE = 9_000_000  # recipient numbers of warm-up requests, apart from the measured ones
+FCM_PROJECT = "beacon-bench"
 
 # gunicorn for the HTTP phases, chosen on the 2-core machine with phase 1 (3,000 sends from 8
 # keep-alive clients, three interleaved rounds of each): sync with 2 or 3 workers gave the most
@@ -154,22 +161,29 @@ def ensure_database(url: str) -> None:
 # --- the Twilio double, in a process of its own -----------------------------------------
 
 
-def serve_double(port_queue) -> None:
-    from tests.doubles.twilio import TwilioDouble
+def serve_double(kind: str, port_queue) -> None:
+    if kind == "fcm":
+        from tests.doubles.fcm import FcmDouble
 
-    double = TwilioDouble(account_sid=SID, auth_token=TOKEN).start()
-    port_queue.put(double.base_url)
+        double = FcmDouble(project_id=FCM_PROJECT).start()
+        port_queue.put((double.base_url, json.dumps(double.service_account_info())))
+    else:
+        from tests.doubles.twilio import TwilioDouble
+
+        double = TwilioDouble(account_sid=SID, auth_token=TOKEN).start()
+        port_queue.put((double.base_url, ""))
     signal.sigwait([signal.SIGTERM])
 
 
-def start_double() -> tuple[multiprocessing.Process, str]:
+def start_double(kind: str = "twilio") -> tuple[multiprocessing.Process, str, str]:
+    """The double in a process of its own: (process, base URL, its credentials if any)."""
     # SIGTERM stays blocked in the child, where sigwait() takes it.
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
     port_queue = multiprocessing.Queue()
-    double = multiprocessing.Process(target=serve_double, args=(port_queue,), daemon=True)
+    double = multiprocessing.Process(target=serve_double, args=(kind, port_queue), daemon=True)
     double.start()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
-    return double, port_queue.get(timeout=20)
+    return (double, *port_queue.get(timeout=20))
 
 
 # --- /proc: process trees, RSS and CPU --------------------------------------------------
@@ -400,6 +414,30 @@ def batch_body(start: int, size: int) -> dict:
     }
 
 
+def push_batch_body(start: int, size: int) -> dict:
+    return {
+        "channel": "push",
+        "template": "bench",
+        "category": "transactional",
+        "recipients": [
+            {"external_id": f"bench-{i}", "context": {"event_name": "Haircut", "start_time": f"slot {i}"}}
+            for i in range(start, start + size)
+        ],
+    }
+
+
+def fcm_message(i: int) -> dict:
+    """What the push adapter posts for one of our deliveries."""
+    return {
+        "message": {
+            "token": f"bench-token-{i}",
+            "notification": {"title": "Reminder: Haircut", "body": f"Haircut slot {i}"},
+            "data": {"beacon_delivery": str(uuid.UUID(int=i)), "action_url": f"myapp://booking/{i}"},
+        },
+        "validate_only": False,
+    }
+
+
 def twilio_form(i: int) -> dict:
     """What the twilio client posts for one of our messages."""
     return {
@@ -413,6 +451,8 @@ def twilio_form(i: int) -> dict:
 def request_body(kind: str, i: int) -> bytes:
     if kind == "send":
         return json.dumps(send_body(i)).encode()
+    if kind == "fcm":
+        return json.dumps(fcm_message(i)).encode()
     return urlencode(twilio_form(i)).encode()
 
 
@@ -639,7 +679,7 @@ def phase_single(server: Gunicorn, raw: str, args) -> dict:
 # --- phase 2: bulk accept over HTTP (also how phases 3 and 4 queue their deliveries) ------
 
 
-def bulk_accept(server: Gunicorn, raw: str, n: int, *, args, measure_rss: bool = False) -> dict:
+def bulk_accept(server: Gunicorn, raw: str, n: int, *, args, measure_rss: bool = False, body=None) -> dict:
     """Accept n recipients in requests of args.per_request from args.bulk_clients threads
     (one connection per request, so that the kernel spreads them over the workers)."""
     from notifications.models import Delivery, DeliveryStatus
@@ -649,7 +689,7 @@ def bulk_accept(server: Gunicorn, raw: str, n: int, *, args, measure_rss: bool =
     work: queue.SimpleQueue = queue.SimpleQueue()
     for start in range(0, n, args.per_request):
         size = min(args.per_request, n - start)
-        work.put((size, json.dumps(batch_body(start, size)).encode()))
+        work.put((size, json.dumps((body or batch_body)(start, size)).encode()))
     failures: list[str] = []
     stop = threading.Event()
 
@@ -729,8 +769,9 @@ def phase_bulk(server: Gunicorn, raw: str, args) -> dict:
 # --- phases 3 and 4: dispatch by real Celery workers -------------------------------------
 
 
-def drain(n: int, provider: str, args, roots: dict) -> dict:
-    """Start the workers on the n queued deliveries and wait until all are sent or failed."""
+def drain(n: int, provider: str, args, roots: dict, env: dict | None = None) -> dict:
+    """Start the workers on the n queued deliveries and wait until all are sent or failed.
+    `env` is the worker's provider settings (default: BEACON_SMS_PROVIDER=provider)."""
     from django.db.models import Count, Max, Min
 
     from notifications.models import Delivery, DeliveryStatus
@@ -739,7 +780,7 @@ def drain(n: int, provider: str, args, roots: dict) -> dict:
     queued = Delivery.objects.filter(status=DeliveryStatus.QUEUED).count()
     if queued != n:
         raise BenchError(f"expected {n:,} queued deliveries before the drain, found {queued:,}")
-    env = {**os.environ, "BEACON_SMS_PROVIDER": provider, "LOG_LEVEL": "WARNING"}
+    env = {**os.environ, **(env or {"BEACON_SMS_PROVIDER": provider}), "LOG_LEVEL": "WARNING"}
     log_path = VAR / f"bench-worker-{provider}.log"
     spawned = datetime.now(UTC)
     worker = Worker(env, os.environ["BEACON_QUEUE"], log_path, concurrency=args.workers, loglevel="WARNING")
@@ -839,6 +880,80 @@ def phase_bare(double_url: str, double_pid: int, args) -> dict:
     if load["error_count"]:
         raise BenchError(f"the double refused {load['error_count']} bare requests: {load['errors'][0]}")
     log(f"bare client: {load['rate']:,.0f} req/s")
+    return load
+
+
+def devices_register(n: int) -> None:
+    """Recipients bench-0 .. bench-(n-1), each with one Android device, written in bulk
+    (what n apps' registrations leave behind); not measured."""
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from notifications.models import Device, Recipient
+    from notifications.services.devices import token_hash
+
+    account = get_user_model().objects.get(username="bench")
+    now = timezone.now()
+    for start in range(0, n, 5000):
+        stop = min(start + 5000, n)
+        recipients = Recipient.objects.bulk_create(
+            [Recipient(account=account, external_id=f"bench-{i}") for i in range(start, stop)]
+        )
+        Device.objects.bulk_create(
+            [
+                Device(
+                    account=account,
+                    recipient=recipient,
+                    platform="android",
+                    token=f"bench-token-{i}",
+                    token_hash=token_hash(f"bench-token-{i}"),
+                    last_seen_at=now,
+                )
+                for i, recipient in zip(range(start, stop), recipients, strict=True)
+            ]
+        )
+
+
+def phase_push(server: Gunicorn, raw: str, args, roots: dict, fcm_url: str, fcm_account: str) -> dict:
+    reset_notifications()
+    log(f"push: registering {args.push:,} devices, then queueing a push to each through {BATCH_PATH}")
+    devices_register(args.push)
+    bulk_accept(server, raw, args.push, args=args, body=push_batch_body)
+    log(f"push: draining {args.push:,} through pyfcm to the FCM double")
+    env = {
+        "BEACON_PUSH_PROVIDER": "fcm",
+        "FCM_SERVICE_ACCOUNT_JSON": fcm_account,
+        "FCM_API_BASE_URL": fcm_url,
+    }
+    return drain(args.push, "fcm", args, roots, env=env)
+
+
+def fcm_token(fcm_account: str) -> str:
+    """An OAuth token from the double's token endpoint, as google-auth gets it."""
+    import google.auth.transport.requests
+    from google.oauth2 import service_account
+
+    credentials = service_account.Credentials.from_service_account_info(
+        json.loads(fcm_account), scopes=["https://www.googleapis.com/auth/firebase.messaging"]
+    )
+    credentials.refresh(google.auth.transport.requests.Request())
+    return credentials.token
+
+
+def phase_push_bare(fcm_url: str, fcm_pid: int, fcm_account: str, args) -> dict:
+    spec = {
+        "url": f"{fcm_url}/v1/projects/{FCM_PROJECT}/messages:send",
+        "kind": "fcm",
+        "headers": {"Content-Type": "application/json", "Authorization": f"Bearer {fcm_token(fcm_account)}"},
+        "auth": None,
+        "expect": 200,
+    }
+    log(f"push bare client: warm-up, then {args.push:,} POSTs to the FCM double from 2 processes")
+    run_load(spec, range(WARMUP_BASE, WARMUP_BASE + 200), clients=2, processes=2)
+    load = run_load(spec, range(args.push), clients=2, processes=2, roots={"fcm": fcm_pid})
+    if load["error_count"]:
+        raise BenchError(f"the FCM double refused {load['error_count']} bare requests: {load['errors'][0]}")
+    log(f"push bare client: {load['rate']:,.0f} req/s")
     return load
 
 
@@ -987,6 +1102,19 @@ def table_twilio(table: Table, twilio: dict | None, bare: dict | None) -> None:
         table.add("  twilio dispatch / bare ceiling", f"{share:.0%}", goal=">= 60%", met=share >= 0.6)
 
 
+def table_push(table: Table, push: dict | None, bare: dict | None) -> None:
+    if push:
+        peer, text = table.peer_figure("po_deliver_p1_10000")
+        table.add(
+            f"push (FCM) dispatch {push['n']:,}, delivered/s *", fmt(push["rate"]), text, ratio(push["rate"], peer)
+        )
+        table.add("  first to last sent_at, delivered/s", fmt(push["drain_rate"]))
+    if bare:
+        table.add(f"FCM bare client ceiling {bare['requests']:,}, req/s", fmt(bare["rate"]))
+    if push and bare:
+        table.add("  push dispatch / bare ceiling", f"{push['drain_rate'] / bare['rate']:.0%}")
+
+
 def notes(results: dict, errors: dict, args) -> list[str]:
     """What bounds each figure (CPU per group, client checks), and the errors."""
     lines = []
@@ -1013,6 +1141,14 @@ def notes(results: dict, errors: dict, args) -> list[str]:
             "twilio/bare: the double is a Python HTTP server on the same two cores as its senders (celery, "
             "clients): the machine's CPU bounds both figures, and the cpu lines show each one's share"
         ]
+    if push := results.get("push"):
+        lines += [
+            f"push: spawn to first sent {push['start_s']:.1f} s; {cpu_line(push['cpu'])}",
+            "push: the peer sends email through a dummy backend (its dispatch of 10,000): the ratio compares "
+            "queue-to-provider throughput across channels, not like for like",
+        ]
+    if push_bare := results.get("push_bare"):
+        lines += [f"push bare: {client_check(push_bare)}", f"push bare: {cpu_line(push_bare['cpu'])}"]
     if source := results.get("peer_source"):
         sitting = "an earlier sitting (--peer-results)" if args.peer_results else "this sitting"
         lines += [f"peer: post_office, {sitting}, from {source}"]
@@ -1028,6 +1164,7 @@ def report(results: dict, peer: dict, errors: dict, args) -> None:
     if "null" in results:
         table_null(table, results["null"]["big"], results["null"]["small"])
     table_twilio(table, results.get("twilio"), results.get("bare"))
+    table_push(table, results.get("push"), results.get("push_bare"))
     server = results.get("server", "no gunicorn")
     print(
         f"\nBeacon bench, {datetime.now():%Y-%m-%d %H:%M}, {CPU_COUNT} cores, {server}, {args.workers} worker processes"
@@ -1064,6 +1201,7 @@ def parse_args() -> argparse.Namespace:
     sizes.add_argument("--bulk", type=int, default=100_000, help="bulk-accepted, then dispatched (default 100000)")
     sizes.add_argument("--small", type=int, help="the smaller dispatch run (default bulk/10)")
     sizes.add_argument("--twilio", type=int, default=20_000, help="dispatched to the double, and bare requests (20000)")
+    sizes.add_argument("--push", type=int, default=20_000, help="push deliveries to the FCM double, and bare (20000)")
     setup = parser.add_argument_group("setup")
     setup.add_argument("--clients", type=int, default=8, help="concurrent single-send clients (default 8)")
     setup.add_argument("--client-procs", type=int, default=1, help="processes the single-send clients run in (1)")
@@ -1077,7 +1215,7 @@ def parse_args() -> argparse.Namespace:
     setup.add_argument("--null-kind", default="console", help="the no-network sms provider kind of phase 3")
     setup.add_argument("--timeout", type=float, default=900, help="seconds to wait for one drain (default 900)")
     parts = parser.add_argument_group("parts")
-    for name in ("single", "bulk", "null", "twilio"):
+    for name in ("single", "bulk", "null", "twilio", "push"):
         parts.add_argument(f"--skip-{name}", action="store_true", help=f"leave phase {name} out")
     parts.add_argument("--no-peer", action="store_true", help="do not run the peer (no ratios)")
     parts.add_argument("--peer-only", action="store_true", help="run the peer alone and print its figures")
@@ -1087,17 +1225,18 @@ def parse_args() -> argparse.Namespace:
     parts.add_argument("--peer-dir", type=Path, default=PEER_DIR, help=f"the peer benchmark ({PEER_DIR})")
     args = parser.parse_args()
     if args.n:
-        args.single = args.bulk = args.twilio = args.n
+        args.single = args.bulk = args.twilio = args.push = args.n
     args.small = args.small or max(args.bulk // 10, 1)
     if args.peer_only:
-        args.skip_single = args.skip_bulk = args.skip_null = args.skip_twilio = True
+        args.skip_single = args.skip_bulk = args.skip_null = args.skip_twilio = args.skip_push = True
     return args
 
 
 def run_ours(args, results: dict, errors: dict) -> None:
     ensure_database(os.environ["DATABASE_URL"])
     VAR.mkdir(exist_ok=True)
-    double, double_url = start_double()
+    double, double_url, _ = start_double("twilio")
+    fcm, fcm_url, fcm_account = start_double("fcm")
     os.environ.update(
         TWILIO_ACCOUNT_SID=SID,
         TWILIO_AUTH_TOKEN=TOKEN,
@@ -1111,18 +1250,23 @@ def run_ours(args, results: dict, errors: dict) -> None:
     from django.core.management import call_command
 
     from accounts.services import api_token_issue
-    from tests.factories import make_template
+    from tests.factories import REMINDER_CONTENTS, make_template
 
     call_command("migrate", verbosity=0)
     truncate([*tables_like("notifications_"), *tables_like("templates_"), "accounts_apitoken"], cascade=True)
     purge_queue()
     token, raw = api_token_issue(username="bench", create=True)
-    make_template(token.account, key="bench")
+    push_content = {
+        "channel": "push",
+        "subject": "Reminder: {{ event_name }}",
+        "body": "{{ event_name }} {{ start_time }}",
+    }
+    make_template(token.account, key="bench", contents=[*REMINDER_CONTENTS, push_content])
 
     server = Gunicorn(
         os.environ.copy(), workers=args.web_workers, threads=args.web_threads, log_path=VAR / "bench-gunicorn.log"
     )
-    roots = {"double": double.pid, "gunicorn": None}
+    roots = {"double": double.pid, "fcm": fcm.pid, "gunicorn": None}
 
     def part(name: str, function, *arguments, **keywords) -> None:
         try:
@@ -1140,7 +1284,7 @@ def run_ours(args, results: dict, errors: dict) -> None:
                 log(f"could not empty the tables after {name}: {exc}")
 
     try:
-        needs_server = not (args.skip_single and args.skip_bulk and args.skip_null and args.skip_twilio)
+        needs_server = not all((args.skip_single, args.skip_bulk, args.skip_null, args.skip_twilio, args.skip_push))
         if needs_server:
             server.start()
             roots["gunicorn"] = server.process.pid
@@ -1161,10 +1305,14 @@ def run_ours(args, results: dict, errors: dict) -> None:
         if not args.skip_twilio:
             part("twilio", phase_twilio, server, raw, args, roots)
             part("bare", phase_bare, double_url, double.pid, args)
+        if not args.skip_push:
+            part("push", phase_push, server, raw, args, roots, fcm_url, fcm_account)
+            part("push_bare", phase_push_bare, fcm_url, fcm.pid, fcm_account, args)
     finally:
         server.stop()
-        double.terminate()
-        double.join(10)
+        for process in (double, fcm):
+            process.terminate()
+            process.join(10)
         purge_queue()
         forget_queue()
 

@@ -13,6 +13,19 @@ class UserFactory(factory.django.DjangoModelFactory):
     email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
 
 
+REMINDER_CONTENTS = [
+    {
+        "channel": "email",
+        "locale": "",
+        "subject": "Reminder: {{ event_name }}",
+        "body": "Hi {{ invitee_name }}, {{ event_name }} is {{ start_time }}.",
+        "html_body": "<p>Hi {{ invitee_name }}, <b>{{ event_name }}</b> is {{ start_time }}.</p>",
+    },
+    {"channel": "sms", "locale": "", "body": "Reminder: {{ event_name }} {{ start_time }}"},
+    {"channel": "sms", "locale": "es", "body": "Recordatorio: {{ event_name }} {{ start_time }}"},
+]
+
+
 def make_template(account, key="reminder", **overrides):
     """A template through the service, as the API makes them: email + SMS content."""
     fields = {
@@ -21,17 +34,7 @@ def make_template(account, key="reminder", **overrides):
         "required_placeholders": ["event_name"],
         "defaults": {"start_time": "soon"},
         "sample_context": {"event_name": "Haircut", "invitee_name": "Ana"},
-        "contents": [
-            {
-                "channel": "email",
-                "locale": "",
-                "subject": "Reminder: {{ event_name }}",
-                "body": "Hi {{ invitee_name }}, {{ event_name }} is {{ start_time }}.",
-                "html_body": "<p>Hi {{ invitee_name }}, <b>{{ event_name }}</b> is {{ start_time }}.</p>",
-            },
-            {"channel": "sms", "locale": "", "body": "Reminder: {{ event_name }} {{ start_time }}"},
-            {"channel": "sms", "locale": "es", "body": "Recordatorio: {{ event_name }} {{ start_time }}"},
-        ],
+        "contents": REMINDER_CONTENTS,
     }
     fields.update(overrides)
     return template_create(account=account, key=key, **fields)
