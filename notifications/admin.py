@@ -99,7 +99,8 @@ class DeliveryAdmin(AccountScopedAdmin, admin.ModelAdmin):
     @admin.display(description="to", ordering="to")
     def address(self, delivery):
         """The address with the recipient field it came from (the channel spec's)."""
-        return f"{CHANNELS[delivery.channel].address_field}: {delivery.to}"
+        spec = CHANNELS[delivery.channel]
+        return f"{'device' if spec.device_addressed else spec.address_field}: {delivery.to}"
 
     def get_readonly_fields(self, request, obj=None):
         # Status and content change only through services (actions, workers, callbacks).

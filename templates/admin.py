@@ -15,7 +15,8 @@ class TemplateAdminForm(forms.ModelForm):
     defaults = forms.JSONField(required=False, initial=dict)
     sample_context = forms.JSONField(required=False, initial=dict)
     contents = forms.JSONField(
-        help_text='A list of {"channel", "locale", "subject", "body", "html_body"}.', initial=list
+        help_text='A list of {"channel", "locale", "subject", "body", "html_body", "options"} (options: push only).',
+        initial=list,
     )
 
     class Meta:
@@ -160,7 +161,7 @@ class TemplateAdmin(admin.ModelAdmin):
 
 class TemplateContentInline(admin.StackedInline):
     model = TemplateContent
-    fields = ("channel", "locale", "subject", "body", "html_body")
+    fields = ("channel", "locale", "subject", "body", "html_body", "options")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -194,4 +195,4 @@ class TemplateContentAdmin(ImmutableAdmin):
     list_select_related = ("version__template",)
     list_filter = ("channel", "locale")
     search_fields = ("version__template__key", "subject", "body")
-    readonly_fields = ("version", "channel", "locale", "subject", "body", "html_body")
+    readonly_fields = ("version", "channel", "locale", "subject", "body", "html_body", "options")
