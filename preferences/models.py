@@ -124,7 +124,8 @@ class Suppression(models.Model):
 
     account = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="suppressions")
     channel = models.CharField(max_length=16)
-    address = models.CharField(max_length=254, blank=True, help_text="Blank once the recipient was erased.")
+    # An email, a number, a chat webhook URL or a push token: as long as a delivery's address.
+    address = models.CharField(max_length=1000, blank=True, help_text="Blank once the recipient was erased.")
     address_hash = models.CharField(max_length=64)
     reason = models.CharField(max_length=16, choices=SuppressionReason.choices)
     detail = models.CharField(max_length=500, blank=True)

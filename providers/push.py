@@ -110,6 +110,9 @@ class FcmProvider(Provider):
             with self._lock:
                 if self._client is None:
                     info = self._service_account()
+                    if settings.FCM_PROJECT_ID:
+                        # pyfcm prefers the credentials' project to the one it is given.
+                        info = {**info, "project_id": settings.FCM_PROJECT_ID}
                     try:
                         credentials = service_account.Credentials.from_service_account_info(info, scopes=FCM_SCOPES)
                     except (ValueError, KeyError) as exc:
@@ -118,7 +121,7 @@ class FcmProvider(Provider):
                         ) from None
                     client = FCMNotification(
                         credentials=credentials,
-                        project_id=settings.FCM_PROJECT_ID or info.get("project_id"),
+                        project_id=info["project_id"],
                         # No retries in the transport: a retry is the delivery's, scheduled.
                         adapter=HTTPAdapter(max_retries=0, pool_maxsize=4),
                     )
@@ -304,11 +307,16 @@ class WebPushProvider(Provider):
     def post_request(self, request: dict) -> requests.Response:
         try:
             pusher = WebPusher(request["subscription"], requests_session=self._session)
-        except (WebPushException, ValueError):
+            return pusher.send(
+                request["body"], request["headers"], ttl=settings.WEBPUSH_TTL_SECONDS, timeout=self.timeout
+            )
+        except (WebPushException, ValueError) as exc:
+            if isinstance(exc, requests.RequestException):
+                raise  # requests' own (an invalid URL is a ValueError too): classified below
+            # Keys of the wrong length, or a p256dh off the curve (found when encrypting).
             raise RecipientRejected(
                 "The Web Push subscription's keys are not usable.", code="bad_subscription"
             ) from None
-        return pusher.send(request["body"], request["headers"], ttl=settings.WEBPUSH_TTL_SECONDS, timeout=self.timeout)
 
     def parse_response(self, response: requests.Response, message: OutboundMessage) -> SendResult:
         status = response.status_code

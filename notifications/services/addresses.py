@@ -62,17 +62,18 @@ def recipient_addresses_fill(*, account, channels: list[str], details: list[dict
                 "external_id", *stored_fields
             )
         }
-    devices = {}
-    if device_fields:
-        devices = _active_devices(account, {item["external_id"] for item in details if item.get("external_id")})
-    if not stored and not device_fields:
+    # Devices are looked up for the items that do not carry them yet (a serializer that
+    # filled them in leaves nothing to look up when accept asks again).
+    device_less = [item for item in details if device_fields and not any(f in item for f in device_fields)]
+    devices = _active_devices(account, {item["external_id"] for item in device_less if item.get("external_id")})
+    if not stored and not device_less:
         return details
     filled = []
     for item in details:
         row = stored.get(item.get("external_id") or None)
         if row is not None:
             item = {**item, **{field: row[field] for field in stored_fields if not item.get(field) and row[field]}}
-        if device_fields and not any(field in item for field in device_fields):
+        if device_less and not any(field in item for field in device_fields):
             found = devices.get(item.get("external_id") or None, [])
             item = {**item, **{field: found for field in device_fields}}
         filled.append(item)

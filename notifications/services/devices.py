@@ -84,14 +84,15 @@ def devices_gone(*, reports: list[tuple[int, str, str]]) -> int:
 
 
 def devices_for_deliveries(deliveries) -> dict:
-    """Each delivery's device (platform, Web Push keys) by delivery id: one query."""
+    """Each delivery's ACTIVE device (platform, Web Push keys) by delivery id: one query.
+    A delivery whose device is gone or inactive is left out."""
     hashes = {token_hash(d.to): d for d in deliveries}
     if not hashes:
         return {}
     found = {
         (account_id, key): {"platform": platform, "subscription": subscription}
         for account_id, key, platform, subscription in Device.objects.filter(
-            account_id__in={d.account_id for d in deliveries}, token_hash__in=hashes
+            account_id__in={d.account_id for d in deliveries}, token_hash__in=hashes, active=True
         ).values_list("account_id", "token_hash", "platform", "subscription")
     }
     return {

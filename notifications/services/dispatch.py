@@ -109,8 +109,10 @@ def deliveries_dispatch(*, items: list[tuple[object, int | None]]) -> dict[str, 
     # tokens), each in the order given.
     claimed = sorted(_claim(items), key=lambda d: (d.channel, _route(d), position[str(d.pk)]))
     claimed, outcomes = _drop_suppressed(claimed)
+    claimed, unreachable, devices = _devices_of(claimed)
+    outcomes.update(unreachable)
     for (channel, _), group in groupby(claimed, key=lambda d: (d.channel, _route(d))):
-        outcomes.update(_dispatch_channel(channel, list(group)))
+        outcomes.update(_dispatch_channel(channel, list(group), devices))
     return {str(delivery_id): outcomes.get(str(delivery_id), NOT_CLAIMED) for delivery_id, _ in items}
 
 
@@ -180,23 +182,47 @@ def _drop_suppressed(claimed: list[Delivery]) -> tuple[list[Delivery], dict[str,
             address_hash__in={key for _, key in keyed},
         ).values_list("account_id", "channel", "address_hash", "reason")
     }
-    if not found:
-        return claimed, {}
-    now = timezone.now()
-    stopped, changes = {}, []
+    stopped = {}
     for delivery, key in keyed:
         reason = found.get((delivery.account_id, delivery.channel, key))
         if reason:
-            message = f"suppressed: the {delivery.channel} address was suppressed ({reason}) before it was sent"
-            stopped[delivery.pk] = message
-            changes.append(
-                StatusChange(delivery.pk, DeliveryStatus.SENDING, DeliveryStatus.SUPPRESSED, "dispatch", now, message)
+            stopped[delivery.pk] = (
+                f"suppressed: the {delivery.channel} address was suppressed ({reason}) before it was sent"
             )
+    return _stop(claimed, stopped)
+
+
+def _devices_of(claimed: list[Delivery]) -> tuple[list[Delivery], dict[str, str], dict]:
+    """The active device of each device-addressed delivery (platform, Web Push keys), one
+    query per batch; a delivery whose device was removed or deactivated while it waited (a
+    logout, a provider's "unregistered") is not sent: it ends as suppressed, with why."""
+    addressed = [d for d in claimed if CHANNELS[d.channel].device_addressed]
+    if not addressed:
+        return claimed, {}, {}
+    devices = devices_for_deliveries(addressed)
+    stopped = {
+        d.pk: f"suppressed: the {d.channel} device was removed or deactivated before it was sent"
+        for d in addressed
+        if d.pk not in devices
+    }
+    claimed, outcomes = _stop(claimed, stopped)
+    return claimed, outcomes, devices
+
+
+def _stop(claimed: list[Delivery], stopped: dict) -> tuple[list[Delivery], dict[str, str]]:
+    """End the claimed deliveries of `stopped` (id -> why) as suppressed, unsent and with no
+    attempt counted: one UPDATE per distinct reason, not per row."""
+    if not stopped:
+        return claimed, {}
+    now = timezone.now()
     by_message: dict[str, list] = {}
     for pk, message in stopped.items():
         by_message.setdefault(message, []).append(pk)
+    changes = [
+        StatusChange(pk, DeliveryStatus.SENDING, DeliveryStatus.SUPPRESSED, "dispatch", now, message)
+        for pk, message in stopped.items()
+    ]
     with transaction.atomic():
-        # One UPDATE per distinct reason (a channel and a suppression reason), not per row.
         for message, pks in by_message.items():
             Delivery.objects.filter(pk__in=pks, status=DeliveryStatus.SENDING).update(
                 status=DeliveryStatus.SUPPRESSED,
@@ -208,7 +234,7 @@ def _drop_suppressed(claimed: list[Delivery]) -> tuple[list[Delivery], dict[str,
                 updated_at=now,
             )
         events_record(changes)
-    logger.info("%d claimed deliveries were suppressed before sending", len(stopped))
+    logger.info("%d claimed deliveries were not sent: %s", len(stopped), ", ".join(sorted(by_message)))
     return [d for d in claimed if d.pk not in stopped], {str(pk): DeliveryStatus.SUPPRESSED for pk in stopped}
 
 
@@ -220,7 +246,7 @@ class _Sent:
     duration_ms: int
 
 
-def _dispatch_channel(channel: str, claimed: list[Delivery]) -> dict[str, str]:
+def _dispatch_channel(channel: str, claimed: list[Delivery], devices: dict) -> dict[str, str]:
     """Hand the claimed deliveries to the provider flush by flush. One transaction between
     two flushes records the outcomes of the last one and hands off the next (its attempts
     committed as pending before any of it is sent): a few statements per flush."""
@@ -232,7 +258,7 @@ def _dispatch_channel(channel: str, claimed: list[Delivery]) -> dict[str, str]:
     size = settings.BEACON_DISPATCH_FLUSH_SIZE if provider else len(claimed)
     lease = settings.BEACON_SENDING_LEASE_SECONDS
     outcomes: dict[str, str] = {}
-    extras = _message_extras(channel, claimed)
+    extras = _message_extras(channel, claimed, devices)
     pending, sent, unsent, throttled = list(claimed), [], [], None
     renewed = time.monotonic()
     while True:
@@ -316,14 +342,14 @@ def _send(
     return sent, None
 
 
-def _message_extras(channel: str, deliveries: list[Delivery]) -> dict:
-    """What each message carries besides the delivery's own fields, by delivery id, for
-    the whole batch in one query: a marketing email's one-click unsubscribe headers, a push
-    device's platform and Web Push keys."""
+def _message_extras(channel: str, deliveries: list[Delivery], devices: dict) -> dict:
+    """What each message carries besides the delivery's own fields, by delivery id: a
+    marketing email's one-click unsubscribe headers (one query for the batch), a push
+    device's platform and Web Push keys (read with the claim)."""
     if channel == Channel.EMAIL:
         return {pk: {"headers": headers} for pk, headers in _message_headers(deliveries).items()}
     if CHANNELS[channel].device_addressed:
-        return {pk: {"device": device} for pk, device in devices_for_deliveries(deliveries).items()}
+        return {d.pk: {"device": devices[d.pk]} for d in deliveries if d.pk in devices}
     return {}
 
 
