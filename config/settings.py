@@ -326,6 +326,17 @@ if BEACON_FAILURE_RATE_THRESHOLD > 1:
     raise ImproperlyConfigured(
         f"BEACON_FAILURE_RATE_THRESHOLD is a share between 0 and 1, got {BEACON_FAILURE_RATE_THRESHOLD}"
     )
+# Fernet keys for secrets at rest (comma-separated, the first encrypts); empty: one derived
+# from SECRET_KEY.
+BEACON_ENCRYPTION_KEYS = [key.strip() for key in env_str("BEACON_ENCRYPTION_KEYS").split(",") if key.strip()]
+# Outbound webhooks: how long a receiver has to answer, how often the due scan runs, how
+# long a rotated-out secret still signs, and how long an endpoint may fail before it is
+# disabled.
+BEACON_WEBHOOK_TIMEOUT_SECONDS = env_float("BEACON_WEBHOOK_TIMEOUT_SECONDS", 15.0, minimum=0.1)
+BEACON_WEBHOOK_INTERVAL_SECONDS = env_int("BEACON_WEBHOOK_INTERVAL_SECONDS", 5, minimum=1)
+BEACON_WEBHOOK_BATCH_SIZE = env_int("BEACON_WEBHOOK_BATCH_SIZE", 100, minimum=1)
+BEACON_WEBHOOK_SECRET_OVERLAP_HOURS = env_int("BEACON_WEBHOOK_SECRET_OVERLAP_HOURS", 24, minimum=0)
+BEACON_WEBHOOK_DISABLE_AFTER_DAYS = env_int("BEACON_WEBHOOK_DISABLE_AFTER_DAYS", 5, minimum=1)
 PROVIDER_TIMEOUT_SECONDS = env_float("PROVIDER_TIMEOUT_SECONDS", 10.0, minimum=0.1)
 # Outbound URLs (chat webhooks) must reach a public address; true lets them reach loopback
 # and private networks too, for local development and tests.

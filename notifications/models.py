@@ -65,6 +65,8 @@ class Recipient(models.Model):
     slack_webhook_url = models.URLField(max_length=1000, blank=True)
     teams_webhook_url = models.URLField(max_length=1000, blank=True)
     discord_webhook_url = models.URLField(max_length=1000, blank=True)
+    # The webhook channel's target: one of the account's registered webhook endpoints.
+    webhook_url = models.URLField(max_length=1000, blank=True)
     name = models.CharField(max_length=200, blank=True)
     timezone = models.CharField(max_length=64, blank=True)
     locale = models.CharField(max_length=16, blank=True)
@@ -451,3 +453,129 @@ class Device(models.Model):
 
     def __str__(self) -> str:
         return f"{self.platform} device …{self.token[-8:]} ({'active' if self.active else 'inactive'})"
+
+
+class InboxItem(models.Model):
+    """An in-app delivery as the recipient's inbox shows it. Its id orders the inbox and
+    is the stream's event id (Last-Event-ID resumes after it)."""
+
+    id = models.BigAutoField(primary_key=True)
+    account = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="inbox")
+    delivery = models.OneToOneField(Delivery, on_delete=models.CASCADE, related_name="inbox_item")
+    category = models.CharField(max_length=16, choices=Category.choices, default=Category.TRANSACTIONAL)
+    title = models.CharField(max_length=500, blank=True)
+    body = models.TextField()
+    action_url = models.CharField(max_length=1000, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+    read_at = models.DateTimeField(null=True, blank=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["recipient", "-id"], name="inbox_recipient_idx"),
+            models.Index(
+                fields=["recipient"],
+                condition=Q(read_at__isnull=True, archived_at__isnull=True),
+                name="inbox_unread_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"inbox item {self.pk} ({'read' if self.read_at else 'unread'})"
+
+
+class WebhookEndpoint(models.Model):
+    """An account's URL that hears about its deliveries' status changes (and the target of
+    the webhook channel), signed per Standard Webhooks with its secret. The secrets are
+    kept encrypted (config.encryption); a rotated-out one still signs for a while."""
+
+    account = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_endpoints")
+    url = models.URLField(max_length=1000)
+    description = models.CharField(max_length=200, blank=True)
+    event_types = models.JSONField(default=list, help_text='Event types such as "delivery.sent", or "*" for all.')
+    secret = models.TextField(help_text="Encrypted.")
+    previous_secret = models.TextField(blank=True, help_text="Encrypted; signs until previous_secret_expires_at.")
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    disabled_reason = models.CharField(max_length=200, blank=True)
+    # When the current run of failures began (null while it succeeds).
+    failing_since = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"webhook {self.pk} ({'enabled' if self.enabled else 'disabled'})"
+
+
+class WebhookMessageStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class WebhookMessage(models.Model):
+    """One event for one endpoint. Its id is the `webhook-id` every attempt carries."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="messages")
+    event_type = models.CharField(max_length=64)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=WebhookMessageStatus.choices, default=WebhookMessageStatus.PENDING)
+    attempt_count = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField()
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["endpoint", "-created_at"], name="webhook_message_endpoint_idx"),
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="pending", next_attempt_at__isnull=False),
+                name="webhook_message_due_idx",
+            ),
+            models.Index(
+                fields=["claimed_at"],
+                condition=Q(status="sending", claimed_at__isnull=False),
+                name="webhook_message_sending_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} to webhook {self.endpoint_id} ({self.status})"
+
+    @property
+    def webhook_id(self) -> str:
+        return f"msg_{self.pk.hex}"
+
+
+class WebhookAttempt(models.Model):
+    """One POST of a message and what came of it."""
+
+    message = models.ForeignKey(WebhookMessage, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveSmallIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.CharField(max_length=1000, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    succeeded = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["message", "number"]
+        constraints = [models.UniqueConstraint(fields=["message", "number"], name="webhook_attempt_unique")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} ({self.response_status or self.error or '-'})"

@@ -34,6 +34,12 @@ def periodic_tasks() -> list[Periodic]:
             every_seconds=int(settings.BEACON_SCHEDULE_INTERVAL_SECONDS),
         ),
         Periodic(
+            "send-due-webhooks",
+            "notifications.tasks.webhook_messages_due",
+            "Post webhook messages that are due (a first try or a retry), claimed with FOR UPDATE SKIP LOCKED.",
+            every_seconds=int(settings.BEACON_WEBHOOK_INTERVAL_SECONDS),
+        ),
+        Periodic(
             "send-daily-agendas",
             "notifications.tasks.daily_agendas_send",
             "Email each organizer the day's bookings at the account's agenda time, in its time zone.",

@@ -14,6 +14,7 @@ from .models import Delivery, DeliveryAttempt, DeliveryEvent, Priority
 from .receipts import AcceptedSerializer, BatchAcceptedSerializer, DeliveryBriefSerializer
 from .services import Item
 from .services.addresses import missing_addresses, recipient_addresses_fill
+from .services.webhooks import registered_urls
 
 __all__ = ["AcceptedSerializer", "BatchAcceptedSerializer", "DeliveryBriefSerializer"]
 
@@ -51,6 +52,12 @@ class RecipientSerializer(serializers.Serializer):
     slack_webhook_url = OutboundURLField(required=False, allow_blank=True, default="")
     teams_webhook_url = OutboundURLField(required=False, allow_blank=True, default="")
     discord_webhook_url = OutboundURLField(required=False, allow_blank=True, default="")
+    webhook_url = OutboundURLField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="The webhook channel's target: one of the account's enabled endpoints (/api/v1/webhooks/).",
+    )
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     external_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     timezone = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
@@ -70,6 +77,22 @@ class RecipientSerializer(serializers.Serializer):
                     {"email": ["Give an email address or a phone number (or an external id and a chat webhook URL)."]}
                 )
         return attrs
+
+
+def unregistered_webhooks(account, channels: list[str], recipients: list[dict]) -> dict[str, dict]:
+    """By item index, the webhook URLs that are not one of the account's enabled webhook
+    endpoints (the webhook channel posts only to those, signed with their secrets)."""
+    if "webhook" not in channels:
+        return {}
+    urls = {item["webhook_url"] for item in recipients if item.get("webhook_url")}
+    known = registered_urls(account=account, urls=urls) if urls else set()
+    return {
+        str(index): {
+            "webhook_url": ["Not one of the account's enabled webhook endpoints; register it at /api/v1/webhooks/."]
+        }
+        for index, item in enumerate(recipients)
+        if item.get("webhook_url") and item["webhook_url"] not in known
+    }
 
 
 class _MessageSerializer(serializers.Serializer):
@@ -142,7 +165,9 @@ class SendSerializer(_MessageSerializer):
         (attrs["recipient"],) = recipient_addresses_fill(
             account=self.context["account"], channels=attrs["channels"], details=[attrs["recipient"]]
         )
-        missing = missing_addresses(attrs["channels"], attrs["recipient"])
+        missing = missing_addresses(attrs["channels"], attrs["recipient"]) or unregistered_webhooks(
+            self.context["account"], attrs["channels"], [attrs["recipient"]]
+        ).get("0")
         if missing:
             raise serializers.ValidationError({"recipient": missing})
 
@@ -182,7 +207,7 @@ class BatchSendSerializer(_MessageSerializer):
         attrs["recipients"] = recipient_addresses_fill(
             account=self.context["account"], channels=attrs["channels"], details=attrs["recipients"]
         )
-        errors = {}
+        errors = unregistered_webhooks(self.context["account"], attrs["channels"], attrs["recipients"])
         for index, item in enumerate(attrs["recipients"]):
             missing = missing_addresses(attrs["channels"], item)
             if missing:

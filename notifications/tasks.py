@@ -51,3 +51,19 @@ def failure_rates_watch() -> dict:
     from .services.upkeep import failure_rates_watch
 
     return failure_rates_watch()
+
+
+@shared_task(name="notifications.tasks.webhook_messages_send", acks_late=True, reject_on_worker_lost=True)
+def webhook_messages_send(ids: list) -> dict:
+    """New webhook messages, posted now (a message already claimed or sent is left alone)."""
+    from .services.webhooks import webhook_messages_send
+
+    return webhook_messages_send(ids=ids)
+
+
+@shared_task(name="notifications.tasks.webhook_messages_due")
+def webhook_messages_due() -> dict:
+    """The webhook due scan: first tries that missed their task, and retries that fell due."""
+    from .services.webhooks import webhook_messages_due
+
+    return webhook_messages_due()

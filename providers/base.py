@@ -103,7 +103,9 @@ class OutboundMessage:
     metadata: dict = field(default_factory=dict)
     headers: dict = field(default_factory=dict)  # extra message headers, where the channel has them (email)
     options: dict = field(default_factory=dict)  # structured content (push: image_url, action_url, data, ...)
-    device: dict = field(default_factory=dict)  # a device-addressed channel's target: platform, subscription
+    # What Beacon keeps about the address, read with the claim: a push device's platform
+    # and Web Push keys, a webhook endpoint's signing secrets.
+    target: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -169,13 +169,42 @@ SLACK = _chat("slack", "Slack", 3000)  # a section block's text
 TEAMS = _chat("teams", "Microsoft Teams", 20000)
 DISCORD = _chat("discord", "Discord", 4096)  # an embed's description
 
+IN_APP = ChannelSpec(
+    name="in_app",
+    label="In-app inbox",
+    address_field="external_id",  # the recipient's inbox, read by their app over the API
+    content_fields=("subject", "body"),  # the item's title and text
+    required_fields=("body",),
+    max_body_chars=10000,
+    option_fields=("action_url", "data"),
+    provider_kinds=("inbox",),
+    default_providers=(("inbox", ""),),
+)
+
+WEBHOOK = ChannelSpec(
+    name="webhook",
+    label="Webhook",
+    address_field="webhook_url",  # one of the account's registered webhook endpoints
+    content_fields=("subject", "body"),
+    required_fields=("body",),
+    option_fields=("data",),
+    provider_kinds=("webhook",),
+    default_providers=(("webhook", ""),),
+)
+
 CHANNELS: dict[str, ChannelSpec] = {
-    spec.name: spec for spec in (EMAIL, SMS, WHATSAPP, VOICE, PUSH, SLACK, TEAMS, DISCORD)
+    spec.name: spec for spec in (EMAIL, SMS, WHATSAPP, VOICE, PUSH, SLACK, TEAMS, DISCORD, IN_APP, WEBHOOK)
 }
 
-# Recipient fields that address a channel, in the order the spec declares them.
+# Recipient fields that address a channel, in the order the spec declares them: the
+# details a send may give and a recipient keeps (not the external id, which is who they
+# are, nor the devices, which their apps register).
 ADDRESS_FIELDS: tuple[str, ...] = tuple(
-    dict.fromkeys(spec.address_field for spec in CHANNELS.values() if not spec.device_addressed)
+    dict.fromkeys(
+        spec.address_field
+        for spec in CHANNELS.values()
+        if not spec.device_addressed and spec.address_field != "external_id"
+    )
 )
 
 

@@ -287,7 +287,7 @@ class WebPushProvider(Provider):
 
     def build_request(self, message: OutboundMessage) -> dict:
         check_url(message.to)
-        keys = (message.device or {}).get("subscription") or {}
+        keys = (message.target or {}).get("subscription") or {}
         if not keys.get("p256dh") or not keys.get("auth"):
             raise RecipientRejected("The Web Push subscription has no keys (p256dh, auth).", code="no_keys")
         body = encoded(

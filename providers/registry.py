@@ -15,6 +15,7 @@ from .console import ConsoleProvider
 from .email import DjangoEmailProvider
 from .push import FcmProvider, WebPushProvider
 from .twilio_sms import TwilioSmsProvider
+from .webhook import WebhookProvider
 
 PROVIDER_CLASSES: dict[str, type[Provider]] = {
     cls.kind: cls
@@ -27,8 +28,17 @@ PROVIDER_CLASSES: dict[str, type[Provider]] = {
         DiscordWebhookProvider,
         FcmProvider,
         WebPushProvider,
+        WebhookProvider,
     )
 }
+
+
+def register_provider(cls: type[Provider]) -> None:
+    """Add a provider kind whose adapter lives in an app of its own (the in-app inbox
+    stores into notifications' tables, which this app may not import)."""
+    PROVIDER_CLASSES[cls.kind] = cls
+    reset_providers()
+
 
 # The setting that picks each channel's provider kind (BEACON_<CHANNEL>_PROVIDER).
 CHANNEL_SETTINGS = {name: spec.setting for name, spec in CHANNELS.items()}

@@ -27,6 +27,17 @@ def _eager_tasks():
 
 
 @pytest.fixture(autouse=True)
+def _no_webhook_listeners(monkeypatch):
+    """Each test starts knowing that no account has a webhook endpoint (the per-process
+    cache is not left from an earlier test's rolled-back rows); endpoints created through
+    the service make it read again, and it does not expire on its own mid-test."""
+    from notifications.services import webhooks
+
+    monkeypatch.setattr(webhooks, "ENDPOINT_CACHE_SECONDS", 1e9)
+    webhooks.listeners_known(frozenset())
+
+
+@pytest.fixture(autouse=True)
 def _fresh_providers():
     reset_providers()
     yield

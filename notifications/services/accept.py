@@ -34,7 +34,7 @@ from ..queue import Dispatch, enqueue_dispatch
 from ..receipts import batch_receipt, receipt
 from .addresses import channel_addresses, recipient_addresses_fill
 from .decide import Planned, Verdict, deliveries_decide
-from .events import StatusChange
+from .events import StatusChange, events_published
 from .render import messages_render
 
 # What a send may say about its recipient: every channel's address, and who they are.
@@ -362,6 +362,7 @@ def _accept(
                     (NotificationSchedule, schedules),
                 ]
             )
+            events_published(changes)
             body = (
                 batch_receipt(notifications, by_notification)
                 if batch

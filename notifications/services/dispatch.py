@@ -39,10 +39,19 @@ from ..unsubscribe import unsubscribe_headers
 from .devices import devices_for_deliveries, devices_gone
 from .events import StatusChange, events_record
 from .inbound import unsubscribed_errors_suppress
+from .webhooks import endpoints_for_deliveries, endpoints_gone
 
 logger = logging.getLogger(__name__)
 
 NOT_CLAIMED = "not-claimed"
+
+# Channels whose addresses Beacon keeps a record of, read with each claimed batch: how to
+# look the records up (deliveries -> {delivery id: what the adapter needs}), what a
+# delivery whose record is gone says, and what a provider's "gone" answer does.
+TARGETS = {
+    "push": (devices_for_deliveries, "the push device was removed or deactivated", devices_gone),
+    "webhook": (endpoints_for_deliveries, "the webhook endpoint was removed or disabled", endpoints_gone),
+}
 ATTEMPT_RESULT_FIELDS = [
     "outcome",
     "finished_at",
@@ -109,10 +118,10 @@ def deliveries_dispatch(*, items: list[tuple[object, int | None]]) -> dict[str, 
     # tokens), each in the order given.
     claimed = sorted(_claim(items), key=lambda d: (d.channel, _route(d), position[str(d.pk)]))
     claimed, outcomes = _drop_suppressed(claimed)
-    claimed, unreachable, devices = _devices_of(claimed)
+    claimed, unreachable, targets = _targets_of(claimed)
     outcomes.update(unreachable)
     for (channel, _), group in groupby(claimed, key=lambda d: (d.channel, _route(d))):
-        outcomes.update(_dispatch_channel(channel, list(group), devices))
+        outcomes.update(_dispatch_channel(channel, list(group), targets))
     return {str(delivery_id): outcomes.get(str(delivery_id), NOT_CLAIMED) for delivery_id, _ in items}
 
 
@@ -192,21 +201,21 @@ def _drop_suppressed(claimed: list[Delivery]) -> tuple[list[Delivery], dict[str,
     return _stop(claimed, stopped)
 
 
-def _devices_of(claimed: list[Delivery]) -> tuple[list[Delivery], dict[str, str], dict]:
-    """The active device of each device-addressed delivery (platform, Web Push keys), one
-    query per batch; a delivery whose device was removed or deactivated while it waited (a
-    logout, a provider's "unregistered") is not sent: it ends as suppressed, with why."""
-    addressed = [d for d in claimed if CHANNELS[d.channel].device_addressed]
-    if not addressed:
-        return claimed, {}, {}
-    devices = devices_for_deliveries(addressed)
-    stopped = {
-        d.pk: f"suppressed: the {d.channel} device was removed or deactivated before it was sent"
-        for d in addressed
-        if d.pk not in devices
-    }
+def _targets_of(claimed: list[Delivery]) -> tuple[list[Delivery], dict[str, str], dict]:
+    """The kept record of each delivery's address where its channel has one (a push
+    device, a webhook endpoint), one query per channel and batch; a delivery whose record
+    was removed or disabled while it waited (a logout, a provider's "gone") is not sent:
+    it ends as suppressed, with why."""
+    targets, stopped = {}, {}
+    for channel, (lookup, gone_words, _) in TARGETS.items():
+        addressed = [d for d in claimed if d.channel == channel]
+        if not addressed:
+            continue
+        found = lookup(addressed)
+        targets.update(found)
+        stopped.update({d.pk: f"suppressed: {gone_words} before it was sent" for d in addressed if d.pk not in found})
     claimed, outcomes = _stop(claimed, stopped)
-    return claimed, outcomes, devices
+    return claimed, outcomes, targets
 
 
 def _stop(claimed: list[Delivery], stopped: dict) -> tuple[list[Delivery], dict[str, str]]:
@@ -246,7 +255,7 @@ class _Sent:
     duration_ms: int
 
 
-def _dispatch_channel(channel: str, claimed: list[Delivery], devices: dict) -> dict[str, str]:
+def _dispatch_channel(channel: str, claimed: list[Delivery], targets: dict) -> dict[str, str]:
     """Hand the claimed deliveries to the provider flush by flush. One transaction between
     two flushes records the outcomes of the last one and hands off the next (its attempts
     committed as pending before any of it is sent): a few statements per flush."""
@@ -258,7 +267,7 @@ def _dispatch_channel(channel: str, claimed: list[Delivery], devices: dict) -> d
     size = settings.BEACON_DISPATCH_FLUSH_SIZE if provider else len(claimed)
     lease = settings.BEACON_SENDING_LEASE_SECONDS
     outcomes: dict[str, str] = {}
-    extras = _message_extras(channel, claimed, devices)
+    extras = _message_extras(channel, claimed, targets)
     pending, sent, unsent, throttled = list(claimed), [], [], None
     renewed = time.monotonic()
     while True:
@@ -342,14 +351,14 @@ def _send(
     return sent, None
 
 
-def _message_extras(channel: str, deliveries: list[Delivery], devices: dict) -> dict:
+def _message_extras(channel: str, deliveries: list[Delivery], targets: dict) -> dict:
     """What each message carries besides the delivery's own fields, by delivery id: a
-    marketing email's one-click unsubscribe headers (one query for the batch), a push
-    device's platform and Web Push keys (read with the claim)."""
+    marketing email's one-click unsubscribe headers (one query for the batch), the kept
+    record of its address (read with the claim)."""
     if channel == Channel.EMAIL:
         return {pk: {"headers": headers} for pk, headers in _message_headers(deliveries).items()}
-    if CHANNELS[channel].device_addressed:
-        return {d.pk: {"device": devices[d.pk]} for d in deliveries if d.pk in devices}
+    if channel in TARGETS:
+        return {d.pk: {"target": targets[d.pk]} for d in deliveries if d.pk in targets}
     return {}
 
 
@@ -370,7 +379,7 @@ def _message_headers(deliveries: list[Delivery]) -> dict:
     }
 
 
-def _message(delivery: Delivery, headers: dict | None = None, device: dict | None = None) -> OutboundMessage:
+def _message(delivery: Delivery, headers: dict | None = None, target: dict | None = None) -> OutboundMessage:
     return OutboundMessage(
         channel=delivery.channel,
         to=delivery.to,
@@ -383,7 +392,7 @@ def _message(delivery: Delivery, headers: dict | None = None, device: dict | Non
         metadata={"beacon_delivery": str(delivery.pk)},
         headers=headers or {},
         options=delivery.options or {},
-        device=device or {},
+        target=target or {},
     )
 
 
@@ -406,13 +415,14 @@ def _record(sent: list[_Sent], changes: list[StatusChange]) -> tuple[dict[str, s
             if item.outcome.code
         ]
     )
-    devices_gone(
-        reports=[
+    for channel, (_, _, gone) in TARGETS.items():
+        reports = [
             (item.delivery.account_id, item.delivery.to, item.outcome.message)
             for item in errors
-            if item.outcome.gone and CHANNELS[item.delivery.channel].device_addressed
+            if item.outcome.gone and item.delivery.channel == channel
         ]
-    )
+        if reports:
+            gone(reports=reports)
     movable = rows_update(
         Delivery,
         [item.delivery for item in sent],

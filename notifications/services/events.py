@@ -59,8 +59,17 @@ class StatusChange:
 
 
 def events_record(changes: list[StatusChange]) -> None:
-    """Append the events of a batch of status changes in one statement."""
+    """Append the events of a batch of status changes in one statement, and hand them to
+    the account's webhook endpoints (notifications.services.webhooks)."""
     rows_insert(DeliveryEvent, [change.as_row() for change in changes])
+    events_published(changes)
+
+
+def events_published(changes: list[StatusChange]) -> None:
+    """The changes, as webhook messages for the endpoints that listen (none: no query)."""
+    from .webhooks import deliveries_changed
+
+    deliveries_changed(changes)
 
 
 def event_record(

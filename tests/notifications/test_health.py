@@ -48,6 +48,8 @@ def test_health_is_ok_without_auth(anon_api, twilio, smtp, live_worker_and_beat)
             "slack": {"provider": "slack", "configured": True, "problems": []},
             "teams": {"provider": "teams", "configured": True, "problems": []},
             "discord": {"provider": "discord", "configured": True, "problems": []},
+            "in_app": {"provider": "inbox", "configured": True, "problems": []},
+            "webhook": {"provider": "webhook", "configured": True, "problems": []},
         },
         "failure_rates": {
             "alerting": False,

@@ -108,6 +108,8 @@ def test_a_kind_that_cannot_send_the_channel_is_refused():
         "slack": {"provider": "slack", "configured": True, "problems": []},
         "teams": {"provider": "teams", "configured": True, "problems": []},
         "discord": {"provider": "discord", "configured": True, "problems": []},
+        "in_app": {"provider": "inbox", "configured": True, "problems": []},
+        "webhook": {"provider": "webhook", "configured": True, "problems": []},
     }
 
 
@@ -133,7 +135,9 @@ def test_configuration_report_names_problems_without_secrets():
 
 
 def test_registered_kinds():
+    from notifications.services.inbox import InboxProvider
     from providers.push import FcmProvider, WebPushProvider
+    from providers.webhook import WebhookProvider
     from providers.registry import PROVIDER_CLASSES
 
     assert PROVIDER_CLASSES == {
@@ -145,6 +149,8 @@ def test_registered_kinds():
         "discord": DiscordWebhookProvider,
         "fcm": FcmProvider,
         "webpush": WebPushProvider,
+        "webhook": WebhookProvider,
+        "inbox": InboxProvider,
     }
 
 

@@ -43,14 +43,14 @@ def push(to: str, **overrides) -> OutboundMessage:
         "body": BODY,
         "reference": str(uuid.uuid4()),
         "options": {},
-        "device": {"platform": "android"},
+        "target": {"platform": "android"},
     }
     fields.update(overrides)
     return OutboundMessage(**fields)
 
 
 def web_push(subscription: dict, **overrides) -> OutboundMessage:
-    overrides.setdefault("device", {"platform": "web", "subscription": subscription["keys"]})
+    overrides.setdefault("target", {"platform": "web", "subscription": subscription["keys"]})
     return push(subscription["endpoint"], **overrides)
 
 
@@ -832,7 +832,7 @@ def test_webpush_subscription_of_another_application_server_key_is_refused(webpu
 def test_webpush_subscription_without_keys_is_rejected(webpush, device):
     subscription = webpush.subscribe()
     with pytest.raises(RecipientRejected) as caught:
-        webpush_provider().send(push(subscription["endpoint"], device=device))
+        webpush_provider().send(push(subscription["endpoint"], target=device))
     assert caught.value.code == "no_keys"
     assert caught.value.retryable is False
     assert webpush.received() == []
@@ -843,7 +843,7 @@ def test_webpush_subscription_missing_one_key_is_rejected(webpush, missing):
     subscription = webpush.subscribe()
     keys = {name: value for name, value in subscription["keys"].items() if name != missing}
     with pytest.raises(RecipientRejected) as caught:
-        webpush_provider().send(web_push(subscription, device={"platform": "web", "subscription": keys}))
+        webpush_provider().send(web_push(subscription, target={"platform": "web", "subscription": keys}))
     assert caught.value.code == "no_keys"
     assert webpush.received() == []
 
@@ -855,7 +855,7 @@ def test_webpush_malformed_p256dh_is_a_bad_subscription(webpush, p256dh):
     subscription = webpush.subscribe()
     keys = {**subscription["keys"], "p256dh": p256dh}
     with pytest.raises(RecipientRejected) as caught:
-        webpush_provider().send(web_push(subscription, device={"platform": "web", "subscription": keys}))
+        webpush_provider().send(web_push(subscription, target={"platform": "web", "subscription": keys}))
     assert caught.value.code == "bad_subscription"
     assert caught.value.retryable is False
     assert caught.value.message == "The Web Push subscription's keys are not usable."
@@ -868,7 +868,7 @@ def test_webpush_p256dh_off_the_curve_is_a_bad_subscription(webpush):
     keys = {**subscription["keys"], "p256dh": webpush_double.b64url(b"\x04" + b"\x00" * 64)}
     # when
     with pytest.raises(ProviderError) as caught:
-        webpush_provider().send(web_push(subscription, device={"platform": "web", "subscription": keys}))
+        webpush_provider().send(web_push(subscription, target={"platform": "web", "subscription": keys}))
     # then
     assert webpush.received() == []
     assert (type(caught.value), caught.value.code, caught.value.retryable) == (

@@ -1,0 +1,479 @@
+"""Tell: deliveries' status changes posted to the account's webhook endpoints, signed per
+Standard Webhooks (providers.webhook.post_signed), and the endpoints themselves.
+
+Every status change passes through `events_record`, which hands the batch to
+`deliveries_changed`: for the accounts with an endpoint subscribed to the change's type
+(`delivery.sent`, `delivery.failed`, ..., or `*`), one WebhookMessage per endpoint and
+change is written in the same transaction and sent after commit. A message that fails
+waits in the database for its next attempt (about 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
+10 h after the one before): the periodic due scan claims what is due with
+FOR UPDATE SKIP LOCKED, never a Celery countdown. A 410 Gone disables the endpoint at
+once; an endpoint that has failed for BEACON_WEBHOOK_DISABLE_AFTER_DAYS without a success
+is disabled too. Every attempt is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from config.encryption import decrypt, encrypt
+from providers.base import ProviderError
+from providers.webhook import post_signed, secret_generate
+
+from ..bulk import rows_insert
+from ..models import (
+    Delivery,
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookEndpoint,
+    WebhookMessage,
+    WebhookMessageStatus,
+)
+
+logger = logging.getLogger("beacon.webhooks")
+
+# Seconds after each failed attempt before the next; one attempt more than delays.
+RETRY_DELAYS = (5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600)
+MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
+# Status changes published as events: every status but the worker's own "sending".
+EVENT_TYPES = tuple(f"delivery.{status}" for status in DeliveryStatus.values if status != DeliveryStatus.SENDING)
+TEST_EVENT = "webhook.test"
+SUBSCRIBABLE = (*EVENT_TYPES, TEST_EVENT)
+# How long a process trusts what it read about which accounts have endpoints.
+ENDPOINT_CACHE_SECONDS = 5.0
+
+
+class EndpointInvalid(Exception):
+    def __init__(self, errors: dict):
+        super().__init__(str(errors))
+        self.errors = errors
+
+
+# --- Endpoints ----------------------------------------------------------------------------
+
+
+def _check_event_types(event_types) -> list[str]:
+    if not isinstance(event_types, list) or not event_types or not all(isinstance(t, str) for t in event_types):
+        raise EndpointInvalid({"event_types": ['Give a list of event types, or ["*"] for all.']})
+    unknown = sorted(set(event_types) - {"*", *SUBSCRIBABLE})
+    if unknown:
+        raise EndpointInvalid(
+            {"event_types": [f"Unknown event type(s): {', '.join(unknown)}. Known: *, {', '.join(SUBSCRIBABLE)}."]}
+        )
+    return list(dict.fromkeys(event_types))
+
+
+def endpoint_create(*, account, url: str, event_types: list[str], description: str = "") -> tuple[WebhookEndpoint, str]:
+    """A new endpoint and its signing secret, which is shown this once."""
+    secret = secret_generate()
+    endpoint = WebhookEndpoint.objects.create(
+        account=account,
+        url=url,
+        description=description,
+        event_types=_check_event_types(event_types),
+        secret=encrypt(secret),
+    )
+    endpoints_forget()
+    return endpoint, secret
+
+
+def endpoint_update(*, endpoint: WebhookEndpoint, **changes) -> WebhookEndpoint:
+    """Change the URL, event types, description, or `enabled` (enabling clears the
+    failure run and the reason it was disabled)."""
+    if "event_types" in changes:
+        changes["event_types"] = _check_event_types(changes["event_types"])
+    if "enabled" in changes:
+        enabled = changes.pop("enabled")
+        if enabled and not endpoint.enabled:
+            endpoint.enabled, endpoint.disabled_at, endpoint.disabled_reason, endpoint.failing_since = (
+                True,
+                None,
+                "",
+                None,
+            )
+        elif not enabled and endpoint.enabled:
+            endpoint.enabled, endpoint.disabled_at, endpoint.disabled_reason = False, timezone.now(), "disabled by hand"
+    for field, value in changes.items():
+        setattr(endpoint, field, value)
+    endpoint.save()
+    endpoints_forget()
+    return endpoint
+
+
+def endpoint_rotate_secret(*, endpoint: WebhookEndpoint, now: datetime | None = None) -> str:
+    """A new secret, shown this once; the old one keeps signing beside it for
+    BEACON_WEBHOOK_SECRET_OVERLAP_HOURS, so receivers can switch without losing a message."""
+    now = now or timezone.now()
+    secret = secret_generate()
+    endpoint.previous_secret = endpoint.secret
+    endpoint.previous_secret_expires_at = now + timedelta(hours=settings.BEACON_WEBHOOK_SECRET_OVERLAP_HOURS)
+    endpoint.secret = encrypt(secret)
+    endpoint.save(update_fields=["secret", "previous_secret", "previous_secret_expires_at", "updated_at"])
+    return secret
+
+
+def endpoint_secrets(endpoint: WebhookEndpoint, now: datetime | None = None) -> list[str]:
+    """The secrets that sign now: the current one, and the previous one while it overlaps."""
+    now = now or timezone.now()
+    secrets = [decrypt(endpoint.secret)]
+    if endpoint.previous_secret and endpoint.previous_secret_expires_at and endpoint.previous_secret_expires_at > now:
+        secrets.append(decrypt(endpoint.previous_secret))
+    return secrets
+
+
+def endpoint_disable(endpoint_id: int, reason: str, now: datetime | None = None) -> None:
+    now = now or timezone.now()
+    WebhookEndpoint.objects.filter(pk=endpoint_id, enabled=True).update(
+        enabled=False, disabled_at=now, disabled_reason=reason[:200], updated_at=now
+    )
+    endpoints_forget()
+    logger.warning("webhook endpoint %s disabled: %s", endpoint_id, reason)
+
+
+# --- Which accounts listen (cached per process) -----------------------------------------
+
+_cache_lock = threading.Lock()
+_cache: dict = {"at": 0.0, "accounts": frozenset()}
+
+
+def endpoints_forget() -> None:
+    with _cache_lock:
+        _cache["at"] = 0.0
+    transaction.on_commit(_forget_now)
+
+
+def _forget_now() -> None:
+    with _cache_lock:
+        _cache["at"] = 0.0
+
+
+def listeners_known(accounts: frozenset) -> None:
+    """Set what the cache holds (tests start from a known state)."""
+    with _cache_lock:
+        _cache.update(at=time.monotonic(), accounts=accounts)
+
+
+def _listening_accounts() -> frozenset:
+    """The accounts with an enabled endpoint: read at most every ENDPOINT_CACHE_SECONDS, so
+    the hot path (every flush's events) asks nothing of the database when nobody listens."""
+    now = time.monotonic()
+    with _cache_lock:
+        if now - _cache["at"] < ENDPOINT_CACHE_SECONDS:
+            return _cache["accounts"]
+    accounts = frozenset(
+        WebhookEndpoint.objects.filter(enabled=True).values_list("account_id", flat=True).distinct().order_by()
+    )
+    with _cache_lock:
+        _cache.update(at=now, accounts=accounts)
+    return accounts
+
+
+# --- Events -------------------------------------------------------------------------------
+
+
+def deliveries_changed(changes) -> list[WebhookMessage]:
+    """The webhook messages for a batch of status changes (StatusChange), written in one
+    INSERT and sent after commit. Nothing is read when no account listens."""
+    changes = [c for c in changes if f"delivery.{c.status}" in EVENT_TYPES]
+    listening = _listening_accounts()
+    if not changes or not listening:
+        return []
+    rows = {
+        row["id"]: row
+        for row in Delivery.objects.filter(pk__in={c.delivery_id for c in changes}, account_id__in=listening).values(
+            "id",
+            "account_id",
+            "notification_id",
+            "channel",
+            "to",
+            "provider",
+            "provider_message_id",
+            "error_code",
+            "error_message",
+            "notification__recipient__external_id",
+        )
+    }
+    if not rows:
+        return []
+    endpoints: dict[int, list[WebhookEndpoint]] = {}
+    for endpoint in WebhookEndpoint.objects.filter(
+        enabled=True, account_id__in={row["account_id"] for row in rows.values()}
+    ):
+        endpoints.setdefault(endpoint.account_id, []).append(endpoint)
+    now = timezone.now()
+    messages = []
+    for change in changes:
+        row = rows.get(change.delivery_id) or rows.get(_as_uuid(change.delivery_id))
+        if row is None:
+            continue
+        event_type = f"delivery.{change.status}"
+        for endpoint in endpoints.get(row["account_id"], []):
+            if "*" in endpoint.event_types or event_type in endpoint.event_types:
+                messages.append(
+                    WebhookMessage(
+                        id=uuid.uuid4(),
+                        account_id=row["account_id"],
+                        endpoint=endpoint,
+                        event_type=event_type,
+                        payload=_delivery_event(event_type, change, row),
+                        next_attempt_at=now,
+                        created_at=now,
+                    )
+                )
+    if messages:
+        rows_insert(WebhookMessage, [_message_row(m) for m in messages])
+        ids = [str(m.pk) for m in messages]
+        transaction.on_commit(lambda: _enqueue(ids))
+    return messages
+
+
+def _as_uuid(value):
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def _message_row(message: WebhookMessage) -> dict:
+    return {
+        "id": message.pk,
+        "account_id": message.account_id,
+        "endpoint_id": message.endpoint.pk,
+        "event_type": message.event_type,
+        "payload": message.payload,
+        "status": WebhookMessageStatus.PENDING,
+        "attempt_count": 0,
+        "next_attempt_at": message.next_attempt_at,
+        "last_error": "",
+        "created_at": message.created_at,
+    }
+
+
+def _delivery_event(event_type: str, change, row: dict) -> dict:
+    """The event's body, in the Standard Webhooks shape: type, timestamp, data."""
+    return {
+        "type": event_type,
+        "timestamp": change.occurred_at.isoformat(),
+        "data": {
+            "delivery_id": str(row["id"]),
+            "notification_id": str(row["notification_id"]),
+            "channel": row["channel"],
+            "status": change.status,
+            "previous_status": change.from_status or None,
+            "detail": change.detail,
+            "provider": row["provider"],
+            "provider_message_id": row["provider_message_id"],
+            "error_code": row["error_code"],
+            "recipient": {"external_id": row["notification__recipient__external_id"]},
+        },
+    }
+
+
+def _enqueue(ids: list[str]) -> None:
+    from ..tasks import webhook_messages_send
+
+    size = settings.BEACON_WEBHOOK_BATCH_SIZE
+    for start in range(0, len(ids), size):
+        webhook_messages_send.delay(ids[start : start + size])
+
+
+# --- Sending ------------------------------------------------------------------------------
+
+
+def webhook_messages_send(*, ids: list, now: datetime | None = None) -> dict[str, str]:
+    """Claim these messages if they are due and pending, and send them; their new status
+    by id (a message another worker has, or not yet due, is left alone)."""
+    return _send_claimed(_claim(Q(pk__in=ids), now=now, limit=len(ids)))
+
+
+def webhook_messages_due(*, now: datetime | None = None, max_batches: int = 50) -> dict:
+    """The due scan: send what is due, in batches claimed with FOR UPDATE SKIP LOCKED; and
+    put back, as pending, messages a dead worker held past the lease."""
+    now = now or timezone.now()
+    lease = timedelta(seconds=settings.BEACON_SENDING_LEASE_SECONDS)
+    recovered = WebhookMessage.objects.filter(status=WebhookMessageStatus.SENDING, claimed_at__lt=now - lease).update(
+        status=WebhookMessageStatus.PENDING, next_attempt_at=now, claimed_at=None
+    )
+    counts = {"sent": 0, "recovered": recovered}
+    for _ in range(max_batches):
+        claimed = _claim(Q(next_attempt_at__lte=now), now=now, limit=settings.BEACON_WEBHOOK_BATCH_SIZE)
+        if not claimed:
+            break
+        outcomes = _send_claimed(claimed)
+        counts["sent"] += len(outcomes)
+    return counts
+
+
+def _claim(condition: Q, *, now: datetime | None, limit: int) -> list[WebhookMessage]:
+    """pending -> sending for up to `limit` due rows matching `condition`; rows another
+    transaction holds are skipped (PostgreSQL), so two workers never post one twice."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        due = WebhookMessage.objects.filter(
+            condition, status=WebhookMessageStatus.PENDING, next_attempt_at__lte=now
+        ).order_by("next_attempt_at")
+        if connection.features.has_select_for_update_skip_locked:
+            due = due.select_for_update(skip_locked=True)
+        ids = list(due.values_list("pk", flat=True)[:limit])
+        if not ids:
+            return []
+        WebhookMessage.objects.filter(pk__in=ids, status=WebhookMessageStatus.PENDING).update(
+            status=WebhookMessageStatus.SENDING, claimed_at=now
+        )
+    return list(WebhookMessage.objects.filter(pk__in=ids).select_related("endpoint"))
+
+
+def _send_claimed(messages: list[WebhookMessage]) -> dict[str, str]:
+    outcomes = {}
+    for message in messages:
+        outcomes[str(message.pk)] = _send_one(message)
+    return outcomes
+
+
+def _send_one(message: WebhookMessage) -> str:
+    """One attempt of one claimed message: post, record the attempt, then deliver, wait
+    for the next attempt, or fail; a 410 or a long failure run disables the endpoint."""
+    endpoint = message.endpoint
+    now = timezone.now()
+    number = message.attempt_count + 1
+    if not endpoint.enabled:
+        _finish(
+            message, WebhookMessageStatus.FAILED, now, error=f"the endpoint is disabled ({endpoint.disabled_reason})"
+        )
+        return WebhookMessageStatus.FAILED
+    started = time.monotonic()
+    response, error = None, None
+    try:
+        response = post_signed(
+            endpoint.url,
+            msg_id=message.webhook_id,
+            payload=message.payload,
+            secrets=endpoint_secrets(endpoint, now),
+            timeout=settings.BEACON_WEBHOOK_TIMEOUT_SECONDS,
+        )
+    except ProviderError as exc:
+        error = exc
+    finished = timezone.now()
+    WebhookAttempt.objects.create(
+        message=message,
+        number=number,
+        started_at=now,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        response_status=response.status_code if response is not None else error.status_code,
+        response_body=(response.text[:1000] if response is not None else ""),
+        error=error.message[:500] if error else "",
+        succeeded=error is None,
+    )
+    message.attempt_count = number
+    if error is None:
+        _finish(message, WebhookMessageStatus.DELIVERED, finished)
+        if endpoint.failing_since is not None:
+            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failing_since=None)
+        return WebhookMessageStatus.DELIVERED
+    if endpoint.failing_since is None:
+        WebhookEndpoint.objects.filter(pk=endpoint.pk, failing_since__isnull=True).update(failing_since=finished)
+        endpoint.failing_since = finished
+    if error.gone:
+        endpoint_disable(endpoint.pk, "the receiver answered 410 Gone", finished)
+        _finish(message, WebhookMessageStatus.FAILED, finished, error=error.message)
+        return WebhookMessageStatus.FAILED
+    if finished - endpoint.failing_since >= timedelta(days=settings.BEACON_WEBHOOK_DISABLE_AFTER_DAYS):
+        days = settings.BEACON_WEBHOOK_DISABLE_AFTER_DAYS
+        endpoint_disable(endpoint.pk, f"every attempt failed for {days} days", finished)
+        _finish(message, WebhookMessageStatus.FAILED, finished, error=error.message)
+        return WebhookMessageStatus.FAILED
+    if number >= MAX_ATTEMPTS:
+        _finish(message, WebhookMessageStatus.FAILED, finished, error=error.message)
+        return WebhookMessageStatus.FAILED
+    delay = RETRY_DELAYS[number - 1]
+    if error.retry_after:
+        delay = max(delay, min(error.retry_after, RETRY_DELAYS[-1]))
+    WebhookMessage.objects.filter(pk=message.pk).update(
+        status=WebhookMessageStatus.PENDING,
+        attempt_count=number,
+        next_attempt_at=finished + timedelta(seconds=delay),
+        claimed_at=None,
+        last_error=error.message[:500],
+    )
+    return WebhookMessageStatus.PENDING
+
+
+def _finish(message: WebhookMessage, status: str, at: datetime, *, error: str = "") -> None:
+    WebhookMessage.objects.filter(pk=message.pk).update(
+        status=status,
+        attempt_count=message.attempt_count,
+        next_attempt_at=None,
+        claimed_at=None,
+        delivered_at=at if status == WebhookMessageStatus.DELIVERED else None,
+        last_error=error[:500],
+    )
+
+
+def endpoint_test(*, endpoint: WebhookEndpoint) -> WebhookMessage:
+    """Send a `webhook.test` event to the endpoint now (in this request) and return the
+    message with its attempt; a failure is retried on the usual schedule."""
+    now = timezone.now()
+    message = WebhookMessage.objects.create(
+        account_id=endpoint.account_id,
+        endpoint=endpoint,
+        event_type=TEST_EVENT,
+        payload={
+            "type": TEST_EVENT,
+            "timestamp": now.isoformat(),
+            "data": {"endpoint_id": endpoint.pk, "message": "A test event from Beacon."},
+        },
+        next_attempt_at=now,
+        created_at=now,
+    )
+    webhook_messages_send(ids=[message.pk], now=now)
+    message.refresh_from_db()
+    return message
+
+
+# --- The webhook channel ------------------------------------------------------------------
+
+
+def endpoints_for_deliveries(deliveries) -> dict:
+    """Each webhook-channel delivery's enabled endpoint (the account's with that URL) and
+    its signing secrets, by delivery id: one query."""
+    now = timezone.now()
+    found = {}
+    for endpoint in WebhookEndpoint.objects.filter(
+        account_id__in={d.account_id for d in deliveries}, url__in={d.to for d in deliveries}, enabled=True
+    ):
+        found.setdefault((endpoint.account_id, endpoint.url), endpoint)
+    targets = {}
+    for delivery in deliveries:
+        endpoint = found.get((delivery.account_id, delivery.to))
+        if endpoint is not None:
+            targets[delivery.pk] = {
+                "endpoint_id": endpoint.pk,
+                "secrets": endpoint_secrets(endpoint, now),
+                "timestamp": now.isoformat(),
+            }
+    return targets
+
+
+def endpoints_gone(*, reports: list[tuple[int, str, str]]) -> None:
+    """The webhook channel's receivers that answered 410 Gone: their endpoints are disabled."""
+    for account_id, url, _ in reports:
+        for endpoint_id in WebhookEndpoint.objects.filter(account_id=account_id, url=url, enabled=True).values_list(
+            "pk", flat=True
+        ):
+            endpoint_disable(endpoint_id, "the receiver answered 410 Gone")
+
+
+def registered_urls(*, account, urls: set[str]) -> set[str]:
+    """Which of these URLs are the account's enabled webhook endpoints."""
+    return set(
+        WebhookEndpoint.objects.filter(account=account, url__in=urls, enabled=True).values_list("url", flat=True)
+    )
