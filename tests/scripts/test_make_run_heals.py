@@ -35,6 +35,7 @@ def service(tmp_path):
         BEACON_VAR_DIR=str(tmp_path / "var"),
         BIN=str(BIN),
         PORT=str(port),
+        STREAM_PORT=str(free_port()),
         WEB_CONCURRENCY="1",
         CELERY_CONCURRENCY="1",
         BEACON_SWEEP_INTERVAL_SECONDS="2",

@@ -1,6 +1,6 @@
-"""scripts/run.sh (make run) keeps the API, the worker and beat up: a process that exits
-is started again, with a growing wait while it keeps failing, and the others keep
-running; TERM stops all three. Driven with stand-ins for gunicorn and celery that record
+"""scripts/run.sh (make run) keeps the API, the stream server, the worker and beat up: a
+process that exits is started again, with a growing wait while it keeps failing, and the
+others keep running; TERM stops them all. Driven with stand-ins for gunicorn, uvicorn and celery that record
 their pids, so that the supervisor itself is what is tested."""
 
 import os
@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 STAND_IN = """#!/usr/bin/env bash
-case " $* " in *" worker "*) name=worker;; *" beat "*) name=beat;; *) name=api;; esac
+case " $* " in *" worker "*) name=worker;; *" beat "*) name=beat;; *" config.asgi:application "*) name=streams;; *) name=api;; esac
 echo $$ >> "$FAKE_DIR/$name.pids"
 exec sleep 600
 """
@@ -23,7 +23,7 @@ exec sleep 600
 def run(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name in ("gunicorn", "celery"):
+    for name in ("gunicorn", "celery", "uvicorn"):
         (bin_dir / name).write_text(STAND_IN)
         (bin_dir / name).chmod(0o755)
     log = open(tmp_path / "run.log", "w")  # noqa: SIM115 - closed below
@@ -65,7 +65,7 @@ def wait_until(predicate, timeout: float = 10):
 
 def test_a_worker_that_dies_is_started_again_and_the_api_keeps_running(run):
     process, directory = run
-    wait_until(lambda: all(pids(directory, name) for name in ("api", "worker", "beat")))
+    wait_until(lambda: all(pids(directory, name) for name in ("api", "streams", "worker", "beat")))
     api, worker = pids(directory, "api")[0], pids(directory, "worker")[0]
     # when: the worker is killed
     os.kill(worker, signal.SIGKILL)
@@ -89,15 +89,15 @@ def test_a_process_that_keeps_failing_waits_longer_each_time(run):
     assert "beat exited with status 137; starting it again in 2s" in log
 
 
-def test_term_stops_all_three(run):
+def test_term_stops_them_all(run):
     process, directory = run
-    wait_until(lambda: all(pids(directory, name) for name in ("api", "worker", "beat")))
-    started = [pids(directory, name)[0] for name in ("api", "worker", "beat")]
+    wait_until(lambda: all(pids(directory, name) for name in ("api", "streams", "worker", "beat")))
+    started = [pids(directory, name)[0] for name in ("api", "streams", "worker", "beat")]
     process.send_signal(signal.SIGTERM)
     process.wait(10)
     wait_until(lambda: not any(alive(pid) for pid in started))
     # and nothing was started again on the way down
     time.sleep(1.5)
-    everything = [pid for name in ("api", "worker", "beat") for pid in pids(directory, name)]
+    everything = [pid for name in ("api", "streams", "worker", "beat") for pid in pids(directory, name)]
     assert sorted(everything) == sorted(started)
     assert not any(alive(pid) for pid in everything)
