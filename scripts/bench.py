@@ -453,6 +453,8 @@ def request_body(kind: str, i: int) -> bytes:
         return json.dumps(send_body(i)).encode()
     if kind == "fcm":
         return json.dumps(fcm_message(i)).encode()
+    if kind == "webhook":
+        return json.dumps({"type": "delivery.sent", "data": {"delivery_id": str(uuid.UUID(int=i))}}).encode()
     return urlencode(twilio_form(i)).encode()
 
 

@@ -29,7 +29,7 @@ from config.encryption import decrypt, encrypt
 from providers.base import ProviderError
 from providers.webhook import post_signed, secret_generate
 
-from ..bulk import rows_insert
+from ..bulk import rows_insert, rows_update
 from ..models import (
     Delivery,
     DeliveryStatus,
@@ -142,18 +142,22 @@ def endpoint_disable(endpoint_id: int, reason: str, now: datetime | None = None)
 # --- Which accounts listen (cached per process) -----------------------------------------
 
 _cache_lock = threading.Lock()
-_cache: dict = {"at": 0.0, "accounts": frozenset()}
+# "at" is when the accounts were read (time.monotonic()); NEVER_READ makes the next call read,
+# whatever the monotonic clock's origin and ENDPOINT_CACHE_SECONDS (0.0 would not: the
+# clock may be younger than a long cache lifetime, as in the tests).
+NEVER_READ = float("-inf")
+_cache: dict = {"at": NEVER_READ, "accounts": frozenset()}
 
 
 def endpoints_forget() -> None:
     with _cache_lock:
-        _cache["at"] = 0.0
+        _cache["at"] = NEVER_READ
     transaction.on_commit(_forget_now)
 
 
 def _forget_now() -> None:
     with _cache_lock:
-        _cache["at"] = 0.0
+        _cache["at"] = NEVER_READ
 
 
 def listeners_known(accounts: frozenset) -> None:
@@ -333,89 +337,90 @@ def _claim(condition: Q, *, now: datetime | None, limit: int) -> list[WebhookMes
 
 
 def _send_claimed(messages: list[WebhookMessage]) -> dict[str, str]:
-    outcomes = {}
+    """Post each claimed message once, then write the batch back together: its attempts in
+    one INSERT and the messages' new states in one UPDATE; endpoints that answered 410
+    Gone or failed too long are disabled, and a success ends an endpoint's failure run."""
+    if not messages:
+        return {}
+    attempts, secrets, ended, recovered = [], {}, {}, set()
     for message in messages:
-        outcomes[str(message.pk)] = _send_one(message)
-    return outcomes
-
-
-def _send_one(message: WebhookMessage) -> str:
-    """One attempt of one claimed message: post, record the attempt, then deliver, wait
-    for the next attempt, or fail; a 410 or a long failure run disables the endpoint."""
-    endpoint = message.endpoint
-    now = timezone.now()
-    number = message.attempt_count + 1
-    if not endpoint.enabled:
-        _finish(
-            message, WebhookMessageStatus.FAILED, now, error=f"the endpoint is disabled ({endpoint.disabled_reason})"
+        endpoint = message.endpoint
+        now = timezone.now()
+        number = message.attempt_count + 1
+        if not endpoint.enabled or endpoint.pk in ended:
+            reason = ended.get(endpoint.pk) or f"the endpoint is disabled ({endpoint.disabled_reason})"
+            _settle(message, WebhookMessageStatus.FAILED, now, error=reason)
+            continue
+        if endpoint.pk not in secrets:
+            secrets[endpoint.pk] = endpoint_secrets(endpoint, now)
+        started = time.monotonic()
+        response, error = None, None
+        try:
+            response = post_signed(
+                endpoint.url,
+                msg_id=message.webhook_id,
+                payload=message.payload,
+                secrets=secrets[endpoint.pk],
+                timeout=settings.BEACON_WEBHOOK_TIMEOUT_SECONDS,
+            )
+        except ProviderError as exc:
+            error = exc
+        finished = timezone.now()
+        message.attempt_count = number
+        attempts.append(
+            WebhookAttempt(
+                message_id=message.pk,
+                number=number,
+                started_at=now,
+                duration_ms=int((time.monotonic() - started) * 1000),
+                response_status=response.status_code if response is not None else error.status_code,
+                response_body=(response.text[:1000] if response is not None else ""),
+                error=error.message[:500] if error else "",
+                succeeded=error is None,
+            )
         )
-        return WebhookMessageStatus.FAILED
-    started = time.monotonic()
-    response, error = None, None
-    try:
-        response = post_signed(
-            endpoint.url,
-            msg_id=message.webhook_id,
-            payload=message.payload,
-            secrets=endpoint_secrets(endpoint, now),
-            timeout=settings.BEACON_WEBHOOK_TIMEOUT_SECONDS,
-        )
-    except ProviderError as exc:
-        error = exc
-    finished = timezone.now()
-    WebhookAttempt.objects.create(
-        message=message,
-        number=number,
-        started_at=now,
-        duration_ms=int((time.monotonic() - started) * 1000),
-        response_status=response.status_code if response is not None else error.status_code,
-        response_body=(response.text[:1000] if response is not None else ""),
-        error=error.message[:500] if error else "",
-        succeeded=error is None,
-    )
-    message.attempt_count = number
-    if error is None:
-        _finish(message, WebhookMessageStatus.DELIVERED, finished)
-        if endpoint.failing_since is not None:
-            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failing_since=None)
-        return WebhookMessageStatus.DELIVERED
-    if endpoint.failing_since is None:
-        WebhookEndpoint.objects.filter(pk=endpoint.pk, failing_since__isnull=True).update(failing_since=finished)
-        endpoint.failing_since = finished
-    if error.gone:
-        endpoint_disable(endpoint.pk, "the receiver answered 410 Gone", finished)
-        _finish(message, WebhookMessageStatus.FAILED, finished, error=error.message)
-        return WebhookMessageStatus.FAILED
-    if finished - endpoint.failing_since >= timedelta(days=settings.BEACON_WEBHOOK_DISABLE_AFTER_DAYS):
-        days = settings.BEACON_WEBHOOK_DISABLE_AFTER_DAYS
-        endpoint_disable(endpoint.pk, f"every attempt failed for {days} days", finished)
-        _finish(message, WebhookMessageStatus.FAILED, finished, error=error.message)
-        return WebhookMessageStatus.FAILED
-    if number >= MAX_ATTEMPTS:
-        _finish(message, WebhookMessageStatus.FAILED, finished, error=error.message)
-        return WebhookMessageStatus.FAILED
-    delay = RETRY_DELAYS[number - 1]
-    if error.retry_after:
-        delay = max(delay, min(error.retry_after, RETRY_DELAYS[-1]))
-    WebhookMessage.objects.filter(pk=message.pk).update(
-        status=WebhookMessageStatus.PENDING,
-        attempt_count=number,
-        next_attempt_at=finished + timedelta(seconds=delay),
-        claimed_at=None,
-        last_error=error.message[:500],
-    )
-    return WebhookMessageStatus.PENDING
+        if error is None:
+            _settle(message, WebhookMessageStatus.DELIVERED, finished)
+            if endpoint.failing_since is not None:
+                recovered.add(endpoint.pk)
+                endpoint.failing_since = None
+            continue
+        if endpoint.failing_since is None:
+            endpoint.failing_since = finished
+            WebhookEndpoint.objects.filter(pk=endpoint.pk, failing_since__isnull=True).update(failing_since=finished)
+        limit = timedelta(days=settings.BEACON_WEBHOOK_DISABLE_AFTER_DAYS)
+        if error.gone or finished - endpoint.failing_since >= limit:
+            days = settings.BEACON_WEBHOOK_DISABLE_AFTER_DAYS
+            ended[endpoint.pk] = (
+                "the receiver answered 410 Gone" if error.gone else f"every attempt failed for {days} days"
+            )
+            endpoint_disable(endpoint.pk, ended[endpoint.pk], finished)
+            _settle(message, WebhookMessageStatus.FAILED, finished, error=error.message)
+        elif number >= MAX_ATTEMPTS:
+            _settle(message, WebhookMessageStatus.FAILED, finished, error=error.message)
+        else:
+            delay = RETRY_DELAYS[number - 1]
+            if error.retry_after:
+                delay = max(delay, min(error.retry_after, RETRY_DELAYS[-1]))
+            _settle(message, WebhookMessageStatus.PENDING, finished, error=error.message, retry_in=delay)
+    with transaction.atomic():
+        WebhookAttempt.objects.bulk_create(attempts)
+        rows_update(WebhookMessage, messages, SETTLED_FIELDS)
+        if recovered:
+            WebhookEndpoint.objects.filter(pk__in=recovered).update(failing_since=None)
+    return {str(message.pk): message.status for message in messages}
 
 
-def _finish(message: WebhookMessage, status: str, at: datetime, *, error: str = "") -> None:
-    WebhookMessage.objects.filter(pk=message.pk).update(
-        status=status,
-        attempt_count=message.attempt_count,
-        next_attempt_at=None,
-        claimed_at=None,
-        delivered_at=at if status == WebhookMessageStatus.DELIVERED else None,
-        last_error=error[:500],
-    )
+SETTLED_FIELDS = ["status", "attempt_count", "next_attempt_at", "claimed_at", "delivered_at", "last_error"]
+
+
+def _settle(message: WebhookMessage, status: str, at: datetime, *, error: str = "", retry_in: float = 0) -> None:
+    """Set the message's new state in memory (written with its batch)."""
+    message.status = status
+    message.next_attempt_at = at + timedelta(seconds=retry_in) if status == WebhookMessageStatus.PENDING else None
+    message.claimed_at = None
+    message.delivered_at = at if status == WebhookMessageStatus.DELIVERED else None
+    message.last_error = error[:500]
 
 
 def endpoint_test(*, endpoint: WebhookEndpoint) -> WebhookMessage:
