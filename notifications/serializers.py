@@ -354,7 +354,9 @@ class TemplateTestSerializer(serializers.Serializer):
         (attrs["recipient"],) = recipient_addresses_fill(
             account=self.context["account"], channels=[channel], details=[recipient.validated_data]
         )
-        missing = missing_addresses([channel], attrs["recipient"])
+        missing = missing_addresses([channel], attrs["recipient"]) or unregistered_webhooks(
+            self.context["account"], [channel], [attrs["recipient"]]
+        ).get("0")
         if missing:
             raise serializers.ValidationError(
                 {"to": [problem for problems in missing.values() for problem in problems]}
