@@ -337,6 +337,10 @@ BEACON_WEBHOOK_INTERVAL_SECONDS = env_int("BEACON_WEBHOOK_INTERVAL_SECONDS", 5, 
 BEACON_WEBHOOK_BATCH_SIZE = env_int("BEACON_WEBHOOK_BATCH_SIZE", 100, minimum=1)
 BEACON_WEBHOOK_SECRET_OVERLAP_HOURS = env_int("BEACON_WEBHOOK_SECRET_OVERLAP_HOURS", 24, minimum=0)
 BEACON_WEBHOOK_DISABLE_AFTER_DAYS = env_int("BEACON_WEBHOOK_DISABLE_AFTER_DAYS", 5, minimum=1)
+# Inbox streams: how long a stream token is good for, and how long one stream lasts
+# before the client reconnects (with Last-Event-ID).
+BEACON_STREAM_TOKEN_SECONDS = env_int("BEACON_STREAM_TOKEN_SECONDS", 3600, minimum=1)
+BEACON_STREAM_MAX_SECONDS = env_float("BEACON_STREAM_MAX_SECONDS", 300.0, minimum=1)
 PROVIDER_TIMEOUT_SECONDS = env_float("PROVIDER_TIMEOUT_SECONDS", 10.0, minimum=0.1)
 # Outbound URLs (chat webhooks) must reach a public address; true lets them reach loopback
 # and private networks too, for local development and tests.
