@@ -341,6 +341,7 @@ BEACON_WEBHOOK_DISABLE_AFTER_DAYS = env_int("BEACON_WEBHOOK_DISABLE_AFTER_DAYS",
 # before the client reconnects (with Last-Event-ID).
 BEACON_STREAM_TOKEN_SECONDS = env_int("BEACON_STREAM_TOKEN_SECONDS", 3600, minimum=1)
 BEACON_STREAM_MAX_SECONDS = env_float("BEACON_STREAM_MAX_SECONDS", 300.0, minimum=1)
+BEACON_STREAM_HEARTBEAT_SECONDS = env_float("BEACON_STREAM_HEARTBEAT_SECONDS", 15.0, minimum=1)
 PROVIDER_TIMEOUT_SECONDS = env_float("PROVIDER_TIMEOUT_SECONDS", 10.0, minimum=0.1)
 # Outbound URLs (chat webhooks) must reach a public address; true lets them reach loopback
 # and private networks too, for local development and tests.

@@ -25,6 +25,7 @@ from ..models import Delivery, InboxItem, Recipient
 logger = logging.getLogger("beacon.inbox")
 
 CHANNEL_PREFIX = "beacon:inbox"
+ACTION_URL_MAX = InboxItem._meta.get_field("action_url").max_length
 # The filters of the inbox list (`status`): unread and read leave archived items out.
 STATUSES = {
     "unread": Q(read_at__isnull=True, archived_at__isnull=True),
@@ -70,7 +71,9 @@ def item_json(item: InboxItem) -> dict:
 def inbox_items_store(messages: list[OutboundMessage]) -> dict[str, InboxItem]:
     """Store an item per message (its reference is the delivery id), one INSERT for the
     batch; items already stored (a batch sent again) are kept. Returns them by delivery
-    id, and publishes the new ones."""
+    id, and publishes the new ones, in id order (a stream's Last-Event-ID is the last id
+    it passed on). A message whose action URL does not fit the column is not stored (its
+    delivery fails alone rather than the whole INSERT)."""
     owners = {
         str(row["id"]): row
         for row in Delivery.objects.filter(pk__in=[m.reference for m in messages]).values(
@@ -91,14 +94,19 @@ def inbox_items_store(messages: list[OutboundMessage]) -> dict[str, InboxItem]:
             created_at=now,
         )
         for m in messages
-        if m.reference in owners
+        if m.reference in owners and not action_url_too_long(m)
     ]
     InboxItem.objects.bulk_create(rows, ignore_conflicts=True)
     stored = {
-        str(item.delivery_id): item for item in InboxItem.objects.filter(delivery_id__in=[r.delivery_id for r in rows])
+        str(item.delivery_id): item
+        for item in InboxItem.objects.filter(delivery_id__in=[r.delivery_id for r in rows]).order_by("pk")
     }
     inbox_items_publish([item for item in stored.values() if item.created_at == now])
     return stored
+
+
+def action_url_too_long(message: OutboundMessage) -> bool:
+    return len((message.options or {}).get("action_url") or "") > ACTION_URL_MAX
 
 
 def inbox_items_publish(items: list[InboxItem]) -> None:
@@ -132,7 +140,13 @@ class InboxProvider(Provider):
         stored = inbox_items_store(messages)
         for message in messages:
             item = stored.get(message.reference)
-            if item is None:
+            if item is None and action_url_too_long(message):
+                yield ProviderError(
+                    f"The rendered action_url is longer than {ACTION_URL_MAX} characters.",
+                    retryable=False,
+                    code="action_url_too_long",
+                )
+            elif item is None:
                 yield ProviderError("The delivery is gone; nothing was stored.", retryable=False, code="no_delivery")
             else:
                 yield SendResult(provider_message_id=str(item.pk), status="delivered")
@@ -175,8 +189,9 @@ def inbox_item_archive(*, item: InboxItem) -> InboxItem:
 
 
 def inbox_read_all(*, recipient: Recipient) -> int:
-    """Mark every unread item read, in one statement; how many."""
-    return InboxItem.objects.filter(recipient=recipient, read_at__isnull=True).update(read_at=timezone.now())
+    """Mark every unread item read, in one statement; how many (the unread count: archived
+    items are left as they are)."""
+    return InboxItem.objects.filter(recipient=recipient).filter(STATUSES["unread"]).update(read_at=timezone.now())
 
 
 def inbox_backlog(*, recipient_id: int, after: int, limit: int = 500) -> list[InboxItem]:
