@@ -1,10 +1,15 @@
+import uuid
+
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from accounts.admin_scoping import AccountScopedAdmin, action_confirmation
 from providers.channels import CHANNELS
+from providers.urlguard import UnsafeTarget, check_url
 from templates.admin import ImmutableAdmin
 
 from .models import (
@@ -16,13 +21,18 @@ from .models import (
     Device,
     FailureAlert,
     IdempotencyKey,
+    InboxItem,
     Notification,
     NotificationSchedule,
     Recipient,
     ScheduleStatus,
+    WebhookAttempt,
+    WebhookEndpoint,
+    WebhookMessage,
 )
 from .services import InvalidTransition, delivery_cancel, delivery_resend
 from .services.schedules import schedule_cancel
+from .services.webhooks import SUBSCRIBABLE, endpoint_test, endpoint_update, webhook_messages_retry_now
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -364,3 +374,227 @@ class DeviceAdmin(AccountScopedAdmin, ImmutableAdmin):
     @admin.display(description="token")
     def token_end(self, device):
         return f"…{device.token[-12:]}"
+
+
+class WebhookEndpointForm(forms.ModelForm):
+    """What an operator may change on an endpoint: its URL (through the outbound URL
+    guard, as the API does), description, event types and whether it is enabled. The
+    signing secrets are never on the form."""
+
+    url = forms.URLField(max_length=1000, assume_scheme="https")
+    event_types = forms.JSONField(
+        help_text=f'A list of event types, or ["*"] for all. Known: {", ".join(SUBSCRIBABLE)}.'
+    )
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["url", "description", "event_types", "enabled"]
+
+    def clean_url(self):
+        url = self.cleaned_data["url"]
+        try:
+            check_url(url)
+        except UnsafeTarget as exc:
+            raise ValidationError(exc.message) from None
+        taken = WebhookEndpoint.objects.filter(account_id=self.instance.account_id, url=url).exclude(
+            pk=self.instance.pk
+        )
+        if taken.exists():
+            raise ValidationError("The account already has an endpoint with this URL.")
+        return url
+
+    def clean_event_types(self):
+        value = self.cleaned_data["event_types"]
+        if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
+            raise ValidationError('Give a list of event types, or ["*"] for all.')
+        unknown = sorted(set(value) - {"*", *SUBSCRIBABLE})
+        if unknown:
+            raise ValidationError(f"Unknown event type(s): {', '.join(unknown)}.")
+        return value
+
+
+def _may_change(modeladmin, request) -> bool:
+    opts = modeladmin.opts
+    return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(AccountScopedAdmin, admin.ModelAdmin):
+    """Endpoints are registered through the API (their secret is shown there once); here
+    an operator enables or disables one, edits its URL, description and event types, and
+    sends it a test event. Saving goes through the service."""
+
+    form = WebhookEndpointForm
+    list_display = ("id", "account", "url", "enabled", "events", "failing_since", "disabled_reason", "created_at")
+    list_filter = ("enabled",)
+    search_fields = ("url", "description", "account__username")
+    list_select_related = ("account",)
+    fields = (
+        "account",
+        "url",
+        "description",
+        "event_types",
+        "enabled",
+        "disabled_at",
+        "disabled_reason",
+        "failing_since",
+        "previous_secret_expires_at",
+        "messages_link",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = (
+        "account",
+        "disabled_at",
+        "disabled_reason",
+        "failing_since",
+        "previous_secret_expires_at",
+        "messages_link",
+        "created_at",
+        "updated_at",
+    )
+    actions = ["send_test_event"]
+
+    @admin.display(description="event types")
+    def events(self, endpoint):
+        return ", ".join(endpoint.event_types)
+
+    @admin.display(description="messages")
+    def messages_link(self, endpoint):
+        url = reverse("admin:notifications_webhookmessage_changelist")
+        return format_html('<a href="{}?endpoint__id__exact={}">Messages sent to it</a>', url, endpoint.pk)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Removed by the account through the API; an operator disables it instead.
+        return False
+
+    def save_model(self, request, obj, form, change):
+        current = WebhookEndpoint.objects.get(pk=obj.pk)
+        endpoint_update(endpoint=current, **{name: form.cleaned_data[name] for name in form.changed_data})
+
+    @admin.action(description="Send a test event", permissions=["change"])
+    def send_test_event(self, request, queryset):
+        endpoints = list(queryset)
+        page = action_confirmation(
+            self,
+            request,
+            endpoints,
+            action="send_test_event",
+            heading="Send a test event",
+            question="Send a webhook.test event to these endpoints now? Each gets one signed POST; "
+            "a disabled endpoint is skipped.",
+            confirm="Yes, send them",
+            describe=lambda e: f"{e.url} ({'enabled' if e.enabled else 'disabled'}) of {e.account}",
+        )
+        if page is not None:
+            return page
+        for endpoint in endpoints:
+            if not endpoint.enabled:
+                self.message_user(request, f"{endpoint.url}: disabled, not sent; enable it first.", messages.WARNING)
+                continue
+            message = endpoint_test(endpoint=endpoint)
+            if message.status == "delivered":
+                self.message_user(request, f"{endpoint.url}: the test event was delivered.", messages.SUCCESS)
+            else:
+                self.message_user(
+                    request,
+                    f"{endpoint.url}: the test event was not delivered ({message.last_error}); "
+                    f"it is {message.get_status_display().lower()}.",
+                    messages.WARNING,
+                )
+        return None
+
+
+class WebhookAttemptInline(ReadOnlyInline):
+    model = WebhookAttempt
+    fields = ("number", "started_at", "duration_ms", "response_status", "succeeded", "error", "response_body")
+
+
+@admin.register(WebhookMessage)
+class WebhookMessageAdmin(AccountScopedAdmin, ImmutableAdmin):
+    """Events as posted to endpoints, with every attempt; a pending or failed one can be
+    sent again now."""
+
+    list_display = (
+        "webhook_id",
+        "account",
+        "endpoint",
+        "event_type",
+        "status",
+        "attempt_count",
+        "next_attempt_at",
+        "created_at",
+    )
+    list_filter = ("status", "event_type", "created_at")
+    search_fields = ("=id", "endpoint__url", "last_error")
+    list_select_related = ("account", "endpoint")
+    date_hierarchy = "created_at"
+    inlines = [WebhookAttemptInline]
+    actions = ["retry_now"]
+
+    def get_search_results(self, request, queryset, search_term):
+        # The webhook-id a receiver saw (msg_<hex>) finds its message.
+        term = search_term.strip()
+        if term.startswith("msg_"):
+            try:
+                return queryset.filter(pk=uuid.UUID(term.removeprefix("msg_"))), False
+            except ValueError:
+                return queryset.none(), False
+        return super().get_search_results(request, queryset, search_term)
+
+    def has_retry_permission(self, request):
+        return _may_change(self, request)
+
+    @admin.action(description="Retry now", permissions=["retry"])
+    def retry_now(self, request, queryset):
+        chosen = list(queryset.select_related("endpoint"))
+        page = action_confirmation(
+            self,
+            request,
+            chosen,
+            action="retry_now",
+            heading="Retry now",
+            question="Send these messages again now? Only pending and failed messages are sent again "
+            "(a failed one gets one more attempt); delivered ones are left alone.",
+            confirm="Yes, send them now",
+            describe=lambda m: f"{m.webhook_id}: {m.event_type} to {m.endpoint.url}, {m.get_status_display()}",
+        )
+        if page is not None:
+            return page
+        done = webhook_messages_retry_now([m.pk for m in chosen])
+        if done:
+            self.message_user(
+                request, f"Put {done} message{'' if done == 1 else 's'} back to be sent now.", messages.SUCCESS
+            )
+        if len(chosen) > done:
+            left = len(chosen) - done
+            self.message_user(
+                request,
+                f"{left} message{' was' if left == 1 else 's were'} delivered or being sent, and left alone.",
+                messages.WARNING,
+            )
+        return None
+
+
+@admin.register(WebhookAttempt)
+class WebhookAttemptAdmin(AccountScopedAdmin, ImmutableAdmin):
+    account_path = "message__account"
+    list_display = ("message", "number", "response_status", "succeeded", "duration_ms", "started_at")
+    list_filter = ("succeeded",)
+    search_fields = ("=message__id", "error")
+    list_select_related = ("message",)
+
+
+@admin.register(InboxItem)
+class InboxItemAdmin(AccountScopedAdmin, ImmutableAdmin):
+    """In-app inbox items as their recipients see them: written by the in-app channel, read
+    and archived by the recipients; shown here, never edited."""
+
+    list_display = ("id", "account", "recipient", "title", "category", "created_at", "read_at", "archived_at")
+    list_filter = ("category", "created_at")
+    search_fields = ("=id", "recipient__external_id", "title", "account__username")
+    list_select_related = ("account", "recipient")
+    date_hierarchy = "created_at"

@@ -314,6 +314,8 @@ def webhook_messages_due(*, now: datetime | None = None, max_batches: int = 50) 
             break
         outcomes = _send_claimed(claimed)
         counts["sent"] += len(outcomes)
+        if len(outcomes) < len(claimed):
+            break  # the batch ran out of time: the next scan takes the rest
     return counts
 
 
@@ -324,27 +326,47 @@ def _claim(condition: Q, *, now: datetime | None, limit: int) -> list[WebhookMes
     with transaction.atomic():
         due = WebhookMessage.objects.filter(
             condition, status=WebhookMessageStatus.PENDING, next_attempt_at__lte=now
-        ).order_by("next_attempt_at")
+        ).order_by("next_attempt_at", "created_at")
         if connection.features.has_select_for_update_skip_locked:
             due = due.select_for_update(skip_locked=True)
         ids = list(due.values_list("pk", flat=True)[:limit])
         if not ids:
             return []
+        # The lease runs from the claim itself, not from the scan's `now` (a long scan's
+        # later batches would otherwise start with part of their lease gone).
         WebhookMessage.objects.filter(pk__in=ids, status=WebhookMessageStatus.PENDING).update(
-            status=WebhookMessageStatus.SENDING, claimed_at=now
+            status=WebhookMessageStatus.SENDING, claimed_at=timezone.now()
         )
-    return list(WebhookMessage.objects.filter(pk__in=ids).select_related("endpoint"))
+    # Sent in the order claimed, the longest due first (the model's own order is newest first).
+    claimed = {m.pk: m for m in WebhookMessage.objects.filter(pk__in=ids).select_related("endpoint")}
+    return [claimed[pk] for pk in ids if pk in claimed]
 
 
 def _send_claimed(messages: list[WebhookMessage]) -> dict[str, str]:
     """Post each claimed message once, then write the batch back together: its attempts in
     one INSERT and the messages' new states in one UPDATE; endpoints that answered 410
-    Gone or failed too long are disabled, and a success ends an endpoint's failure run."""
+    Gone or failed too long are disabled, and a success ends an endpoint's failure run.
+
+    A batch posts for at most half the sending lease (slow receivers: up to
+    BEACON_WEBHOOK_TIMEOUT_SECONDS each); what it did not reach by then is put back as it
+    was, unposted and left out of the answer, before the due scan would take the batch
+    for a dead worker's and post it a second time."""
     if not messages:
         return {}
-    attempts, secrets, ended, recovered = [], {}, {}, set()
-    for message in messages:
-        endpoint = message.endpoint
+    budget = settings.BEACON_SENDING_LEASE_SECONDS / 2
+    batch_started = time.monotonic()
+    handled, released = messages, []
+    attempts, secrets, ended = [], {}, {}
+    # One instance per endpoint (select_related gives each message its own), so a later
+    # message of the batch sees what an earlier one did to the endpoint's failure run.
+    endpoints: dict[int, WebhookEndpoint] = {}
+    failing_before: dict[int, datetime | None] = {}
+    for index, message in enumerate(messages):
+        if time.monotonic() - batch_started > budget:
+            handled, released = messages[:index], messages[index:]
+            break
+        endpoint = endpoints.setdefault(message.endpoint_id, message.endpoint)
+        failing_before.setdefault(endpoint.pk, endpoint.failing_since)
         now = timezone.now()
         number = message.attempt_count + 1
         if not endpoint.enabled or endpoint.pk in ended:
@@ -365,6 +387,9 @@ def _send_claimed(messages: list[WebhookMessage]) -> dict[str, str]:
             )
         except ProviderError as exc:
             error = exc
+        except Exception as exc:  # noqa: BLE001 - recorded and retried, never left "sending" with the batch
+            logger.exception("webhook message %s: unexpected error while posting", message.pk)
+            error = ProviderError(f"Unexpected error: {exc.__class__.__name__}", retryable=True)
         finished = timezone.now()
         message.attempt_count = number
         attempts.append(
@@ -381,13 +406,10 @@ def _send_claimed(messages: list[WebhookMessage]) -> dict[str, str]:
         )
         if error is None:
             _settle(message, WebhookMessageStatus.DELIVERED, finished)
-            if endpoint.failing_since is not None:
-                recovered.add(endpoint.pk)
-                endpoint.failing_since = None
+            endpoint.failing_since = None
             continue
         if endpoint.failing_since is None:
             endpoint.failing_since = finished
-            WebhookEndpoint.objects.filter(pk=endpoint.pk, failing_since__isnull=True).update(failing_since=finished)
         limit = timedelta(days=settings.BEACON_WEBHOOK_DISABLE_AFTER_DAYS)
         if error.gone or finished - endpoint.failing_since >= limit:
             days = settings.BEACON_WEBHOOK_DISABLE_AFTER_DAYS
@@ -403,12 +425,26 @@ def _send_claimed(messages: list[WebhookMessage]) -> dict[str, str]:
             if error.retry_after:
                 delay = max(delay, min(error.retry_after, RETRY_DELAYS[-1]))
             _settle(message, WebhookMessageStatus.PENDING, finished, error=error.message, retry_in=delay)
+    for message in released:
+        message.status, message.claimed_at = WebhookMessageStatus.PENDING, None
     with transaction.atomic():
         WebhookAttempt.objects.bulk_create(attempts)
         rows_update(WebhookMessage, messages, SETTLED_FIELDS)
-        if recovered:
-            WebhookEndpoint.objects.filter(pk__in=recovered).update(failing_since=None)
-    return {str(message.pk): message.status for message in messages}
+        _failure_runs_write(endpoints.values(), failing_before)
+    return {str(message.pk): message.status for message in handled}
+
+
+def _failure_runs_write(endpoints, failing_before: dict) -> None:
+    """Write where the batch left each endpoint's failure run: ended by a success (null),
+    or begun by a failure (when, unless another worker's began it first)."""
+    for endpoint in endpoints:
+        before, after = failing_before[endpoint.pk], endpoint.failing_since
+        if after == before:
+            continue
+        rows = WebhookEndpoint.objects.filter(pk=endpoint.pk)
+        if after is not None and before is None:
+            rows = rows.filter(failing_since__isnull=True)
+        rows.update(failing_since=after)
 
 
 SETTLED_FIELDS = ["status", "attempt_count", "next_attempt_at", "claimed_at", "delivered_at", "last_error"]
@@ -482,3 +518,32 @@ def registered_urls(*, account, urls: set[str]) -> set[str]:
     return set(
         WebhookEndpoint.objects.filter(account=account, url__in=urls, enabled=True).values_list("url", flat=True)
     )
+
+
+# --- Operators and the API --------------------------------------------------------------
+
+
+def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
+    """Remove the endpoint with its messages and their attempts (the cascade)."""
+    endpoint.delete()
+    endpoints_forget()
+
+
+def webhook_messages_retry_now(ids) -> int:
+    """Put these messages, if pending or failed, back to be sent now (a failed one gets one
+    more attempt; a message of a disabled endpoint fails again until it is enabled). They
+    are sent after commit, or by the next due scan; how many were put back."""
+    now = timezone.now()
+    with transaction.atomic():
+        chosen = list(
+            WebhookMessage.objects.filter(
+                pk__in=ids, status__in=[WebhookMessageStatus.PENDING, WebhookMessageStatus.FAILED]
+            ).values_list("pk", flat=True)
+        )
+        if chosen:
+            WebhookMessage.objects.filter(
+                pk__in=chosen, status__in=[WebhookMessageStatus.PENDING, WebhookMessageStatus.FAILED]
+            ).update(status=WebhookMessageStatus.PENDING, next_attempt_at=now, claimed_at=None)
+            queued = [str(pk) for pk in chosen]
+            transaction.on_commit(lambda: _enqueue(queued))
+    return len(chosen)

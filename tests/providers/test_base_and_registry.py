@@ -137,8 +137,8 @@ def test_configuration_report_names_problems_without_secrets():
 def test_registered_kinds():
     from notifications.services.inbox import InboxProvider
     from providers.push import FcmProvider, WebPushProvider
-    from providers.webhook import WebhookProvider
     from providers.registry import PROVIDER_CLASSES
+    from providers.webhook import WebhookProvider
 
     assert PROVIDER_CLASSES == {
         "console": ConsoleProvider,
