@@ -61,7 +61,7 @@ class ChatWebhookProvider(Provider):
         return {"url": self.url_for(message.to), "json": self.payload(message)}
 
     def post_request(self, request: dict) -> requests.Response:
-        response = self._session.post(request["url"], json=request["json"], timeout=self.timeout, allow_redirects=False)
+        response = self._session.post(request["url"], json=request["json"], timeout=self.timeout)
         logger.info("%s webhook at %s answered HTTP %s", self.kind, host_of(request["url"]), response.status_code)
         return response
 
@@ -99,6 +99,10 @@ class ChatWebhookProvider(Provider):
         code, detail = self.error_detail(response)
         if detail:
             message += f": {detail}"
+        if 300 <= status < 400:
+            return RecipientRejected(
+                f"{message}: a redirect, which is not followed", status_code=status, code="redirect"
+            )
         if status == 429 or status >= 500:
             return ProviderUnavailable(
                 message, status_code=status, retry_after=self.retry_after(response), code=code[:64]

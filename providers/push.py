@@ -240,7 +240,6 @@ class WebPushProvider(Provider):
     def __init__(self, *, timeout: float):
         super().__init__(timeout=timeout)
         self._session = guarded_session()
-        self._session.max_redirects = 0
         self._vapid: Vapid | None = None
         self._tokens: dict[str, tuple[float, dict]] = {}
         self._lock = threading.Lock()
@@ -327,6 +326,8 @@ class WebPushProvider(Provider):
                 provider_message_id=location.rsplit("/", 1)[-1][:200], status="sent", response_code=status
             )
         text = f"The push service at {host} answered HTTP {status}"
+        if 300 <= status < 400:
+            raise RecipientRejected(f"{text}: a redirect, which is not followed", status_code=status, code="redirect")
         if status in (404, 410):
             raise RecipientRejected(f"{text}: the subscription is gone", status_code=status, code="gone", gone=True)
         if status == 413:
@@ -338,8 +339,6 @@ class WebPushProvider(Provider):
         # requests' messages carry the endpoint URL, the subscription's secret: only its class.
         if isinstance(exc, UnsafeTarget):
             return RecipientRejected(f"Web Push endpoint refused: {exc.message}", code="unsafe_target")
-        if isinstance(exc, requests.TooManyRedirects):
-            return RecipientRejected("The push service redirected; redirects are not followed.", code="redirect")
         if isinstance(exc, requests.Timeout):
             return ProviderUnavailable("The push service did not answer in time.")
         if isinstance(exc, requests.RequestException):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from urllib.parse import urlsplit
 
 import requests
@@ -209,12 +210,58 @@ class GuardedHTTPAdapter(HTTPAdapter):
         raise UnsafeTarget("Outbound URLs are not sent through a proxy.")
 
 
-def guarded_session() -> requests.Session:
-    """A `requests.Session` for outbound URLs: connections only to public addresses, no
-    proxies or .netrc from the environment (a proxy would hide the address reached)."""
-    session = requests.Session()
-    session.trust_env = False
-    adapter = GuardedHTTPAdapter()
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+# The most of an answer's body a guarded session reads: receivers are not ours.
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+class GuardedSession(requests.Session):
+    """A `requests.Session` for outbound URLs, which are someone else's:
+
+    - every new connection must reach a public address (GuardedHTTPAdapter);
+    - no proxies or .netrc from the environment (a proxy would hide the address reached);
+    - redirects are never followed, nor prepared: even with allow_redirects=False requests
+      reads a 3xx's whole body to prepare the next request, and with max_redirects=0 raises
+      TooManyRedirects instead of handing the 3xx back. Here a 3xx is an answer like any;
+    - at most MAX_RESPONSE_BYTES of a body is read, within the request's timeout, so an
+      endless or slow body cannot hold a worker's memory or the worker.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.trust_env = False
+        self.max_redirects = 0
+        adapter = GuardedHTTPAdapter()
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
+
+    def resolve_redirects(self, *args, **kwargs):
+        return iter(())
+
+    def request(self, method, url, **kwargs):
+        kwargs["allow_redirects"] = False
+        kwargs["stream"] = True
+        response = super().request(method, url, **kwargs)
+        timeout = kwargs.get("timeout")
+        seconds = timeout[-1] if isinstance(timeout, tuple) else timeout
+        read_bounded(response, float(seconds) if seconds else 30.0)
+        return response
+
+
+def read_bounded(response: requests.Response, seconds: float) -> None:
+    """Read at most MAX_RESPONSE_BYTES of the answer's body, for at most `seconds` in all,
+    then let the connection go (back to the pool when the body was read to its end)."""
+    chunks, size = [], 0
+    deadline = time.monotonic() + seconds
+    try:
+        for chunk in response.iter_content(8192):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= MAX_RESPONSE_BYTES or time.monotonic() > deadline:
+                break
+    finally:
+        response.close()
+    response._content = b"".join(chunks)[:MAX_RESPONSE_BYTES]
+
+
+def guarded_session() -> GuardedSession:
+    return GuardedSession()

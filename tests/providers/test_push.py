@@ -908,7 +908,8 @@ def test_webpush_redirect_is_not_followed(webpush):
     # then
     assert caught.value.code == "redirect"
     assert caught.value.retryable is False
-    assert caught.value.message == "The push service redirected; redirects are not followed."
+    assert caught.value.message == "The push service at 127.0.0.1 answered HTTP 307: a redirect, which is not followed"
+    assert caught.value.status_code == 307
     assert [r["status"] for r in webpush.received()] == [307]
 
 
