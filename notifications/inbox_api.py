@@ -21,6 +21,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core import signing
 from django.core.handlers.asgi import ASGIRequest
+from django.db import connection
 from django.http import JsonResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -414,6 +415,18 @@ def stream_sync(plan: StreamPlan):
             pubsub.close()
 
 
+def _closing(read):
+    """`read`, then the thread's database connection closed (see the stream view)."""
+
+    def closed(*args):
+        try:
+            return read(*args)
+        finally:
+            connection.close()
+
+    return closed
+
+
 async def stream_async(plan: StreamPlan):
     """The stream for an ASGI server: an async generator (Django would read a sync one to
     its end before sending anything), Redis through redis.asyncio, the database in the
@@ -432,11 +445,11 @@ async def stream_async(plan: StreamPlan):
                 logger.warning("inbox stream: no Redis subscription (%s); polling", exc.__class__.__name__)
                 await _close_redis(pubsub, client)
                 client = pubsub = None
-        latest = await sync_to_async(latest_item_id)(plan.recipient_id) if plan.after is None else 0
+        latest = await sync_to_async(_closing(latest_item_id))(plan.recipient_id) if plan.after is None else 0
         yield state.opening(latest)
         after = plan.after
         while after is not None:
-            page = await sync_to_async(backlog_page)(plan.recipient_id, after)
+            page = await sync_to_async(_closing(backlog_page))(plan.recipient_id, after)
             if page:
                 yield state.events(page)
             after = page[-1]["id"] if len(page) == BACKLOG_PAGE else None
@@ -450,7 +463,7 @@ async def stream_async(plan: StreamPlan):
                 chunk = state.events(pubsub_item(message))
             else:
                 await asyncio.sleep(min(wait, STREAM_POLL_SECONDS))
-                chunk = state.events(await sync_to_async(backlog_page)(plan.recipient_id, state.watermark))
+                chunk = state.events(await sync_to_async(_closing(backlog_page))(plan.recipient_id, state.watermark))
             chunk += state.ping()
             if chunk:
                 yield chunk
@@ -523,7 +536,14 @@ def inbox_stream(request):
         after=after,
         redis=inbox.redis_client() is not None,
     )
-    stream = stream_async(plan) if isinstance(request, ASGIRequest) else stream_sync(plan)
+    if isinstance(request, ASGIRequest):
+        # A stream lives for minutes in a thread of its own (Django runs each ASGI request's
+        # sync code in one): it must not keep a database connection all that time, or a
+        # hundred streams exhaust the server's connections. Its few reads open and close one.
+        connection.close()
+        stream = stream_async(plan)
+    else:
+        stream = stream_sync(plan)
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"

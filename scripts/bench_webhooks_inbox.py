@@ -233,9 +233,11 @@ def listen(url: str, raw: str, expected: int, received: list, ready: threading.B
 
 
 def phase_streams(account, raw: str, streams: int, rounds: int) -> dict:
+    from notifications.models import Recipient
     from notifications.services import notifications_accept_batch
     from notifications.services.accept import Item
 
+    Recipient.objects.bulk_create([Recipient(account=account, external_id=f"stream-{i}") for i in range(streams)])
     port = free_port()
     server = start_uvicorn(port)
     stream_worker = worker("streams", "INFO").start()
