@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
+
+from .kinds import KIND_FIELDS
+from .urlguard import UnsafeTarget, check_url
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +121,32 @@ class SendResult:
     raw: dict = field(default_factory=dict)
 
 
+def clean_config(kind: str, config: Mapping | None) -> dict:
+    """The values a configuration mapping gives: None and "" give nothing (the default
+    stands). A name the kind does not know is refused (by name only: values may be secrets)."""
+    given = {name: value for name, value in (config or {}).items() if value is not None and value != ""}
+    fields = KIND_FIELDS.get(kind)
+    if fields is not None:
+        unknown = sorted(map(str, set(given) - set(fields.names)))
+        if unknown:
+            raise ProviderConfigurationError(f"{kind} has no configuration named {', '.join(unknown)}.")
+    return given
+
+
+# Settings that say which server an adapter connects to (and so sends its credentials to).
+ENDPOINT_SETTINGS = ("api_base_url", "api_url", "host")
+
+
+def needs_own_credentials(kind: str, overrides: Mapping) -> bool:
+    """Whether a configuration's credentials must all be its own: it gives a credential,
+    or a server of its own to connect to."""
+    fields = KIND_FIELDS.get(kind)
+    if fields is None:
+        return False
+    own = {*fields.credentials, *fields.url_settings, *(name for name in ENDPOINT_SETTINGS if name in fields.settings)}
+    return not own.isdisjoint(overrides)
+
+
 class Provider:
     """One provider adapter over one base that owns the flow (as django-anymail's backends do):
 
@@ -126,13 +156,52 @@ class Provider:
     `classify_error`. An adapter fills in those hooks; `self.timeout` bounds every call and
     the adapter keeps its client (and so its HTTP connection) for the life of the process.
     `kind` names it in the registry and in settings.
+
+    Its configuration (`self.config`, by the names of `KIND_FIELDS[kind]`) is the mapping
+    it is built with (an account's provider record) over the platform defaults from
+    Django settings (`settings_config`): a record's value wins unless it is None or "".
     """
 
     kind: str = ""
     channels: tuple[str, ...] = ()
+    # The Django setting that gives each configuration value's platform default.
+    setting_names: Mapping[str, str] = {}
 
-    def __init__(self, *, timeout: float):
+    def __init__(self, *, timeout: float, config: Mapping | None = None):
         self.timeout = timeout
+        # What the mapping gave (not the settings' defaults): empty on the settings path.
+        self.overrides = clean_config(self.kind, config)
+        defaults = self.settings_config()
+        # The platform's credentials go only where the platform's settings send them, and
+        # only as a set: a mapping that gives a credential, or another server to connect
+        # to, gives all of its credentials (those it leaves out are unset).
+        self.own_credentials = needs_own_credentials(self.kind, self.overrides)
+        if self.own_credentials:
+            defaults.update(dict.fromkeys(KIND_FIELDS[self.kind].credentials))
+        self.config = {**defaults, **self.overrides}
+
+    @classmethod
+    def settings_config(cls) -> dict:
+        """The platform defaults from Django settings, by configuration name."""
+        return {name: getattr(settings, setting, None) for name, setting in cls.setting_names.items()}
+
+    def label(self, name: str) -> str:
+        """How an error names a configuration value: its Django setting when this adapter
+        runs on settings alone (as the messages always have), else its configuration name."""
+        if self.overrides:
+            return name
+        return self.setting_names.get(name, name)
+
+    def configured_url(self, name: str) -> str:
+        """The URL setting `name`; one a record gives passes the outbound URL guard, as a
+        URL a customer gives does (settings are the operator's, and are trusted)."""
+        url = self.config.get(name) or ""
+        if name in self.overrides:
+            try:
+                check_url(url)
+            except UnsafeTarget as exc:
+                raise ProviderConfigurationError(f"{name} is refused: {exc.message}") from None
+        return url
 
     def check_configuration(self) -> list[str]:
         """Problems that stop this provider from sending; empty when it is ready."""

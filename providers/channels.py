@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .kinds import ANYMAIL_ESPS
+
 # Kinds every channel accepts: development and dry runs, no network.
 UNIVERSAL_PROVIDER_KINDS = ("console",)
 
@@ -86,7 +88,7 @@ EMAIL = ChannelSpec(
     content_fields=("subject", "body", "html_body"),
     required_fields=("subject", "body"),
     status_callbacks=True,  # ESP tracking webhooks through django-anymail
-    provider_kinds=("django",),
+    provider_kinds=("django", "smtp", *ANYMAIL_ESPS),
     default_providers=(("django", ""),),
 )
 

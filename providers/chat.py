@@ -9,6 +9,7 @@ connection that reaches a non-public address (providers.urlguard).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
@@ -49,8 +50,8 @@ class ChatWebhookProvider(Provider):
 
     label = ""
 
-    def __init__(self, *, timeout: float):
-        super().__init__(timeout=timeout)
+    def __init__(self, *, timeout: float, config: Mapping | None = None):
+        super().__init__(timeout=timeout, config=config)
         self._session = guarded_session()
 
     def check_configuration(self) -> list[str]:

@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import requests
@@ -62,25 +63,36 @@ def _too_big(size: int) -> RecipientRejected:
 
 class FcmProvider(Provider):
     """Firebase Cloud Messaging HTTP v1, with the service account of FCM_SERVICE_ACCOUNT_JSON
-    (or the file FCM_SERVICE_ACCOUNT_FILE) at FCM_API_BASE_URL."""
+    (or the file FCM_SERVICE_ACCOUNT_FILE) at FCM_API_BASE_URL, or those of its configuration
+    (`service_account_json`, `project_id`, `api_base_url`)."""
 
     kind = "fcm"
     channels = ("push",)
+    # The service account's JSON; with none, settings' FCM_SERVICE_ACCOUNT_FILE is read
+    # when needed (`_service_account`).
+    setting_names = {
+        "service_account_json": "FCM_SERVICE_ACCOUNT_JSON",
+        "project_id": "FCM_PROJECT_ID",
+        "api_base_url": "FCM_API_BASE_URL",
+    }
 
-    def __init__(self, *, timeout: float):
-        super().__init__(timeout=timeout)
+    def __init__(self, *, timeout: float, config: Mapping | None = None):
+        super().__init__(timeout=timeout, config=config)
         self._client: FCMNotification | None = None
         self._lock = threading.Lock()
 
     # --- configuration -------------------------------------------------------------
 
     def _service_account(self) -> dict:
-        if settings.FCM_SERVICE_ACCOUNT_JSON:
+        given = self.config["service_account_json"]
+        if isinstance(given, Mapping):
+            info = dict(given)
+        elif given:
             try:
-                info = json.loads(settings.FCM_SERVICE_ACCOUNT_JSON)
-            except ValueError:
-                raise ProviderConfigurationError("FCM_SERVICE_ACCOUNT_JSON is not JSON.") from None
-        elif settings.FCM_SERVICE_ACCOUNT_FILE:
+                info = json.loads(given)
+            except (TypeError, ValueError):
+                raise ProviderConfigurationError(f"{self.label('service_account_json')} is not JSON.") from None
+        elif settings.FCM_SERVICE_ACCOUNT_FILE and not self.own_credentials:
             try:
                 with open(settings.FCM_SERVICE_ACCOUNT_FILE, encoding="utf-8") as handle:
                     info = json.load(handle)
@@ -88,12 +100,24 @@ class FcmProvider(Provider):
                 raise ProviderConfigurationError(
                     f"FCM_SERVICE_ACCOUNT_FILE cannot be read: {exc.__class__.__name__}"
                 ) from None
+        elif self.overrides:
+            raise ProviderConfigurationError("Set service_account_json.")
         else:
             raise ProviderConfigurationError("Set FCM_SERVICE_ACCOUNT_JSON or FCM_SERVICE_ACCOUNT_FILE.")
         if not isinstance(info, dict) or not info.get("private_key") or not info.get("client_email"):
             raise ProviderConfigurationError("The FCM service account lacks private_key or client_email.")
-        if not (settings.FCM_PROJECT_ID or info.get("project_id")):
-            raise ProviderConfigurationError("The FCM service account has no project_id; set FCM_PROJECT_ID.")
+        if not (self.config["project_id"] or info.get("project_id")):
+            raise ProviderConfigurationError(
+                f"The FCM service account has no project_id; set {self.label('project_id')}."
+            )
+        if "service_account_json" in self.overrides and info.get("token_uri"):
+            # google-auth posts to the account's token_uri: a record's is an outbound URL.
+            try:
+                check_url(str(info["token_uri"]))
+            except UnsafeTarget as exc:
+                raise ProviderConfigurationError(
+                    f"The FCM service account's token_uri is refused: {exc.message}"
+                ) from None
         return info
 
     def check_configuration(self) -> list[str]:
@@ -110,9 +134,10 @@ class FcmProvider(Provider):
             with self._lock:
                 if self._client is None:
                     info = self._service_account()
-                    if settings.FCM_PROJECT_ID:
+                    base_url = self.configured_url("api_base_url")
+                    if self.config["project_id"]:
                         # pyfcm prefers the credentials' project to the one it is given.
-                        info = {**info, "project_id": settings.FCM_PROJECT_ID}
+                        info = {**info, "project_id": self.config["project_id"]}
                     try:
                         credentials = service_account.Credentials.from_service_account_info(info, scopes=FCM_SCOPES)
                     except (ValueError, KeyError) as exc:
@@ -125,7 +150,7 @@ class FcmProvider(Provider):
                         # No retries in the transport: a retry is the delivery's, scheduled.
                         adapter=HTTPAdapter(max_retries=0, pool_maxsize=4),
                     )
-                    client.FCM_END_POINT_BASE = f"{settings.FCM_API_BASE_URL.rstrip('/')}/v1/projects"
+                    client.FCM_END_POINT_BASE = f"{base_url.rstrip('/')}/v1/projects"
                     self._client = client
         return self._client
 
@@ -228,17 +253,23 @@ def fcm_error(response: requests.Response) -> tuple[int, str, str, bool]:
 
 class WebPushProvider(Provider):
     """Web Push to a browser's subscription (RFC 8030), its payload encrypted for the
-    subscription's keys (RFC 8291) and signed with the VAPID key of VAPID_PRIVATE_KEY
-    (RFC 8292). The endpoint is the recipient's, so it is an outbound URL: guarded when
-    registered, before each send and at connect time, and redirects are not followed."""
+    subscription's keys (RFC 8291) and signed with the VAPID key of VAPID_PRIVATE_KEY, or
+    its configuration's `vapid_private_key` (RFC 8292). The endpoint is the recipient's, so
+    it is an outbound URL: guarded when registered, before each send and at connect time,
+    and redirects are not followed."""
 
     kind = "webpush"
     channels = ("push",)
+    setting_names = {
+        "vapid_private_key": "VAPID_PRIVATE_KEY",
+        "vapid_subject": "VAPID_SUBJECT",
+        "ttl_seconds": "WEBPUSH_TTL_SECONDS",
+    }
     # A signed VAPID token is good for this long; it is reused until an hour before.
     TOKEN_SECONDS = 12 * 3600
 
-    def __init__(self, *, timeout: float):
-        super().__init__(timeout=timeout)
+    def __init__(self, *, timeout: float, config: Mapping | None = None):
+        super().__init__(timeout=timeout, config=config)
         self._session = guarded_session()
         self._vapid: Vapid | None = None
         self._tokens: dict[str, tuple[float, dict]] = {}
@@ -253,11 +284,14 @@ class WebPushProvider(Provider):
 
     def vapid(self) -> Vapid:
         if self._vapid is None:
-            key = settings.VAPID_PRIVATE_KEY.strip()
+            key = str(self.config["vapid_private_key"] or "").strip()
             if not key:
-                raise ProviderConfigurationError("Set VAPID_PRIVATE_KEY (and VAPID_SUBJECT) for Web Push.")
-            if not settings.VAPID_SUBJECT.startswith(("mailto:", "https://")):
-                raise ProviderConfigurationError("VAPID_SUBJECT must be a mailto: or https: URL.")
+                raise ProviderConfigurationError(
+                    f"Set {self.label('vapid_private_key')} (and {self.label('vapid_subject')}) for Web Push."
+                )
+            if not self._subject().startswith(("mailto:", "https://")):
+                raise ProviderConfigurationError(f"{self.label('vapid_subject')} must be a mailto: or https: URL.")
+            self._ttl()
             try:
                 if "-----BEGIN" in key:
                     self._vapid = Vapid(serialization.load_pem_private_key(key.encode(), password=None))
@@ -265,9 +299,24 @@ class WebPushProvider(Provider):
                     self._vapid = Vapid.from_string(key)  # base64url DER, or the raw 32 bytes
             except Exception as exc:  # noqa: BLE001 - py_vapid raises what cryptography does
                 raise ProviderConfigurationError(
-                    f"VAPID_PRIVATE_KEY is not a usable key: {exc.__class__.__name__}"
+                    f"{self.label('vapid_private_key')} is not a usable key: {exc.__class__.__name__}"
                 ) from None
         return self._vapid
+
+    def _subject(self) -> str:
+        return str(self.config["vapid_subject"] or "")
+
+    def _ttl(self) -> int:
+        """How long the push service keeps an undelivered message, in seconds."""
+        ttl = self.config["ttl_seconds"]
+        try:
+            if isinstance(ttl, bool) or int(ttl) < 0 or int(ttl) != float(ttl):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ProviderConfigurationError(
+                f"{self.label('ttl_seconds')} must be a whole number of seconds."
+            ) from None
+        return int(ttl)
 
     def _authorization(self, endpoint: str) -> dict:
         """The VAPID header for the endpoint's push service, signed once per origin and
@@ -280,7 +329,7 @@ class WebPushProvider(Provider):
             if cached and cached[0] - 3600 > now:
                 return cached[1]
             expires = int(now) + self.TOKEN_SECONDS
-            headers = self.vapid().sign({"sub": settings.VAPID_SUBJECT, "aud": audience, "exp": expires})
+            headers = self.vapid().sign({"sub": self._subject(), "aud": audience, "exp": expires})
             self._tokens[audience] = (expires, headers)
             return headers
 
@@ -304,11 +353,10 @@ class WebPushProvider(Provider):
         }
 
     def post_request(self, request: dict) -> requests.Response:
+        ttl = self._ttl()
         try:
             pusher = WebPusher(request["subscription"], requests_session=self._session)
-            return pusher.send(
-                request["body"], request["headers"], ttl=settings.WEBPUSH_TTL_SECONDS, timeout=self.timeout
-            )
+            return pusher.send(request["body"], request["headers"], ttl=ttl, timeout=self.timeout)
         except (WebPushException, ValueError) as exc:
             if isinstance(exc, requests.RequestException):
                 raise  # requests' own (an invalid URL is a ValueError too): classified below

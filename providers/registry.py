@@ -1,10 +1,14 @@
 """Maps provider kinds to adapters, and each channel to its ordered providers.
 
-Adapters are built once per process and reused, so their HTTP sessions and connections
-are too.
+Adapters are built once per process and configuration and reused, so their HTTP sessions
+and connections are too.
 """
 
-from functools import cache
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
 
 from django.conf import settings
 
@@ -12,7 +16,7 @@ from .base import Provider, ProviderConfigurationError
 from .channels import CHANNELS
 from .chat import DiscordWebhookProvider, SlackWebhookProvider, TeamsWebhookProvider
 from .console import ConsoleProvider
-from .email import DjangoEmailProvider
+from .email import EMAIL_PROVIDERS
 from .push import FcmProvider, WebPushProvider
 from .twilio_sms import TwilioSmsProvider
 from .webhook import WebhookProvider
@@ -21,7 +25,7 @@ PROVIDER_CLASSES: dict[str, type[Provider]] = {
     cls.kind: cls
     for cls in (
         ConsoleProvider,
-        DjangoEmailProvider,
+        *EMAIL_PROVIDERS,
         TwilioSmsProvider,
         SlackWebhookProvider,
         TeamsWebhookProvider,
@@ -56,15 +60,52 @@ def provider_kind_for_channel(channel: str, address: str = "") -> str:
     return kind
 
 
-@cache
-def _build(kind: str, timeout: float) -> Provider:
-    return PROVIDER_CLASSES[kind](timeout=timeout)
+# Built adapters by (kind, timeout, configuration fingerprint), least recently used
+# first; the settings-only ones among them. Bounded: an account's records come and go.
+_BUILT: OrderedDict[tuple[str, float, str], Provider] = OrderedDict()
+_BUILT_MAX = 256
+_BUILT_LOCK = threading.Lock()
+
+
+def config_fingerprint(config: Mapping | None) -> str:
+    """A digest of a configuration's values (those that count: not None or ""), so that
+    the cache holds no secret as its key. The same values give the same fingerprint."""
+    given = sorted((str(name), value) for name, value in (config or {}).items() if value is not None and value != "")
+    if not given:
+        return ""
+    encoded = json.dumps(given, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def provider_build(kind: str, config: Mapping | None = None) -> Provider:
+    """The adapter of `kind` configured with `config` (an account's provider record, by
+    the names of KIND_FIELDS[kind]) over the platform defaults from settings; with no
+    config, from settings alone. Built once per kind and configuration and reused, so that
+    it keeps its connections."""
+    cls = PROVIDER_CLASSES.get(kind)
+    if cls is None:
+        raise ProviderConfigurationError(f"{kind!r} is not a provider kind.")
+    timeout = settings.PROVIDER_TIMEOUT_SECONDS
+    key = (kind, timeout, config_fingerprint(config))
+    with _BUILT_LOCK:
+        provider = _BUILT.get(key)
+        if provider is not None:
+            _BUILT.move_to_end(key)
+            return provider
+    # Built outside the lock (cheap, no network); the first one stored is the one kept.
+    built = cls(timeout=timeout, config=config) if key[2] else cls(timeout=timeout)
+    with _BUILT_LOCK:
+        provider = _BUILT.setdefault(key, built)
+        _BUILT.move_to_end(key)
+        while len(_BUILT) > _BUILT_MAX:
+            _BUILT.popitem(last=False)
+    return provider
 
 
 def providers_for(channel: str, address: str = "") -> list[Provider]:
     """The providers that may send this channel (to this address), in the order to try
     them. Today that is the one kind settings choose; failover walks this list."""
-    return [_build(provider_kind_for_channel(channel, address), settings.PROVIDER_TIMEOUT_SECONDS)]
+    return [provider_build(provider_kind_for_channel(channel, address))]
 
 
 def provider_for_channel(channel: str, address: str = "") -> Provider:
@@ -74,7 +115,8 @@ def provider_for_channel(channel: str, address: str = "") -> Provider:
 
 def reset_providers() -> None:
     """Forget built adapters (after settings change, e.g. in tests)."""
-    _build.cache_clear()
+    with _BUILT_LOCK:
+        _BUILT.clear()
 
 
 def providers_configuration() -> dict[str, dict]:

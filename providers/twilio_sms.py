@@ -2,6 +2,7 @@
 (the message read with TwiML <Say>), one adapter over the official client."""
 
 import threading
+from collections.abc import Mapping
 
 import requests
 from django.conf import settings
@@ -130,20 +131,32 @@ class TwilioSmsProvider(Provider):
     """Twilio with the official client over one pooled HTTP session: SMS and WhatsApp
     (`whatsapp:` addresses) through the Messages API, voice calls through the Calls API
     reading the message with <Say> in the delivery's language. The provider message id is
-    the Message SID or the Call SID; statuses come back through signed callbacks."""
+    the Message SID or the Call SID; statuses come back through signed callbacks.
+
+    The account and senders are its configuration's (`account_sid`, `auth_token`,
+    `from_number`, ...), by default TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, ..."""
 
     kind = "twilio"
     channels = ("sms", "whatsapp", "voice")
+    setting_names = {
+        "account_sid": "TWILIO_ACCOUNT_SID",
+        "auth_token": "TWILIO_AUTH_TOKEN",
+        "from_number": "TWILIO_FROM_NUMBER",
+        "messaging_service_sid": "TWILIO_MESSAGING_SERVICE_SID",
+        "whatsapp_from": "TWILIO_WHATSAPP_FROM",
+        "voice_from": "TWILIO_VOICE_FROM",
+        "api_base_url": "TWILIO_API_BASE_URL",
+    }
 
-    def __init__(self, *, timeout: float):
-        super().__init__(timeout=timeout)
+    def __init__(self, *, timeout: float, config: Mapping | None = None):
+        super().__init__(timeout=timeout, config=config)
         self._http = _RecordingHttpClient(timeout=timeout, pool_connections=True)
         self._client = None
 
     def check_configuration(self) -> list[str]:
         """The credentials every channel needs; senders are per channel."""
-        if not settings.TWILIO_ACCOUNT_SID or not settings.TWILIO_AUTH_TOKEN:
-            return ["TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must be set"]
+        if not self.config["account_sid"] or not self.config["auth_token"]:
+            return [f"{self.label('account_sid')} and {self.label('auth_token')} must be set"]
         return []
 
     def check_channel_configuration(self, channel: str) -> list[str]:
@@ -151,14 +164,15 @@ class TwilioSmsProvider(Provider):
         sender_problem = self._sender_problem(channel)
         return problems + [sender_problem] if sender_problem else problems
 
-    @staticmethod
-    def _sender_problem(channel: str) -> str:
-        if channel == "whatsapp" and not settings.TWILIO_WHATSAPP_FROM and not settings.TWILIO_MESSAGING_SERVICE_SID:
-            return "TWILIO_WHATSAPP_FROM or TWILIO_MESSAGING_SERVICE_SID must be set"
-        if channel == "voice" and not settings.TWILIO_VOICE_FROM and not settings.TWILIO_FROM_NUMBER:
-            return "TWILIO_VOICE_FROM or TWILIO_FROM_NUMBER must be set"
-        if channel == "sms" and not settings.TWILIO_FROM_NUMBER and not settings.TWILIO_MESSAGING_SERVICE_SID:
-            return "TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID must be set"
+    def _sender_problem(self, channel: str) -> str:
+        # The senders each channel may use, the preferred first.
+        senders = {
+            "whatsapp": ("whatsapp_from", "messaging_service_sid"),
+            "voice": ("voice_from", "from_number"),
+            "sms": ("from_number", "messaging_service_sid"),
+        }.get(channel)
+        if senders and not any(self.config[name] for name in senders):
+            return f"{self.label(senders[0])} or {self.label(senders[1])} must be set"
         return ""
 
     @property
@@ -167,9 +181,10 @@ class TwilioSmsProvider(Provider):
             problems = self.check_configuration()
             if problems:
                 raise ProviderConfigurationError("; ".join(problems))
-            client = Client(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, http_client=self._http)
-            if settings.TWILIO_API_BASE_URL:
-                client.api.base_url = settings.TWILIO_API_BASE_URL
+            base_url = self.configured_url("api_base_url")
+            client = Client(self.config["account_sid"], self.config["auth_token"], http_client=self._http)
+            if base_url:
+                client.api.base_url = base_url
             self._client = client
         return self._client
 
@@ -183,14 +198,14 @@ class TwilioSmsProvider(Provider):
         params = {"to": message.to, "body": message.body}
         if message.channel == "whatsapp":
             params["to"] = whatsapp_address(message.to)
-            if settings.TWILIO_WHATSAPP_FROM:
-                params["from_"] = whatsapp_address(settings.TWILIO_WHATSAPP_FROM)
+            if self.config["whatsapp_from"]:
+                params["from_"] = whatsapp_address(self.config["whatsapp_from"])
             else:
-                params["messaging_service_sid"] = settings.TWILIO_MESSAGING_SERVICE_SID
-        elif settings.TWILIO_MESSAGING_SERVICE_SID:
-            params["messaging_service_sid"] = settings.TWILIO_MESSAGING_SERVICE_SID
+                params["messaging_service_sid"] = self.config["messaging_service_sid"]
+        elif self.config["messaging_service_sid"]:
+            params["messaging_service_sid"] = self.config["messaging_service_sid"]
         else:
-            params["from_"] = settings.TWILIO_FROM_NUMBER
+            params["from_"] = self.config["from_number"]
         if message.status_callback_url:
             params["status_callback"] = message.status_callback_url
         return params
@@ -198,7 +213,7 @@ class TwilioSmsProvider(Provider):
     def _call_params(self, message: OutboundMessage) -> dict:
         params = {
             "to": message.to,
-            "from_": settings.TWILIO_VOICE_FROM or settings.TWILIO_FROM_NUMBER,
+            "from_": self.config["voice_from"] or self.config["from_number"],
             "twiml": voice_twiml(message.body, locale=message.locale),
             # Answered by a person or a machine, reported in the status callbacks.
             "machine_detection": "Enable",
@@ -257,9 +272,14 @@ class TwilioSmsProvider(Provider):
         return error_for_status(exc.status, message, retry_after=retry_after, code=str(exc.code or ""))
 
 
-def verify_signature(*, url: str, params: dict, signature: str) -> None:
-    """Raise WebhookSignatureInvalid unless X-Twilio-Signature matches the URL and params."""
-    if not settings.TWILIO_AUTH_TOKEN:
-        raise WebhookSignatureInvalid("TWILIO_AUTH_TOKEN is not set; callbacks cannot be verified.")
-    if not signature or not RequestValidator(settings.TWILIO_AUTH_TOKEN).validate(url, params, signature):
+def verify_signature(*, url: str, params: dict, signature: str, auth_token: str | None = None) -> None:
+    """Raise WebhookSignatureInvalid unless X-Twilio-Signature matches the URL and params,
+    signed with `auth_token` (a provider record's), by default TWILIO_AUTH_TOKEN's."""
+    if auth_token is None:
+        auth_token = settings.TWILIO_AUTH_TOKEN
+        if not auth_token:
+            raise WebhookSignatureInvalid("TWILIO_AUTH_TOKEN is not set; callbacks cannot be verified.")
+    elif not auth_token:
+        raise WebhookSignatureInvalid("No auth token is set; callbacks cannot be verified.")
+    if not signature or not RequestValidator(auth_token).validate(url, params, signature):
         raise WebhookSignatureInvalid("X-Twilio-Signature does not match.")

@@ -35,7 +35,7 @@ def load(env: dict, expression: str = "None") -> subprocess.CompletedProcess:
     "env,message",
     [
         ({"BEACON_SMS_PROVIDER": "twillio"}, "BEACON_SMS_PROVIDER must be one of console, twilio; got 'twillio'"),
-        ({"BEACON_EMAIL_PROVIDER": "sendgrid"}, "BEACON_EMAIL_PROVIDER must be one of console, django"),
+        ({"BEACON_EMAIL_PROVIDER": "sendgird"}, "BEACON_EMAIL_PROVIDER must be one of amazon_ses, brevo, console"),
         ({"EMAIL_USE_TLS": "1", "EMAIL_USE_SSL": "1"}, "EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive"),
         ({"EMAIL_PORT": "twenty-five"}, "EMAIL_PORT must be an integer, got 'twenty-five'"),
         ({"DEBUG": "maybe"}, "DEBUG must be a boolean"),

@@ -136,6 +136,7 @@ def test_configuration_report_names_problems_without_secrets():
 
 def test_registered_kinds():
     from notifications.services.inbox import InboxProvider
+    from providers.email import ANYMAIL_PROVIDERS, SmtpEmailProvider
     from providers.push import FcmProvider, WebPushProvider
     from providers.registry import PROVIDER_CLASSES
     from providers.webhook import WebhookProvider
@@ -151,6 +152,8 @@ def test_registered_kinds():
         "webpush": WebPushProvider,
         "webhook": WebhookProvider,
         "inbox": InboxProvider,
+        "smtp": SmtpEmailProvider,
+        **ANYMAIL_PROVIDERS,
     }
 
 
