@@ -33,8 +33,8 @@ def _no_webhook_listeners(monkeypatch):
     the service make it read again, and it does not expire on its own mid-test."""
     from notifications.services import webhooks
 
-    monkeypatch.setattr(webhooks, "ENDPOINT_CACHE_SECONDS", 1e9)
-    webhooks.listeners_known(frozenset())
+    monkeypatch.setattr(webhooks.LISTENERS, "seconds", 1e9)
+    webhooks.LISTENERS.set(frozenset())
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,6 @@ is disabled too. Every attempt is kept.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -25,6 +24,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from config.cache import ProcessCache
 from config.encryption import decrypt, encrypt
 from providers.base import ProviderError
 from providers.webhook import post_signed, secret_generate
@@ -141,44 +141,24 @@ def endpoint_disable(endpoint_id: int, reason: str, now: datetime | None = None)
 
 # --- Which accounts listen (cached per process) -----------------------------------------
 
-_cache_lock = threading.Lock()
-# "at" is when the accounts were read (time.monotonic()); NEVER_READ makes the next call read,
-# whatever the monotonic clock's origin and ENDPOINT_CACHE_SECONDS (0.0 would not: the
-# clock may be younger than a long cache lifetime, as in the tests).
-NEVER_READ = float("-inf")
-_cache: dict = {"at": NEVER_READ, "accounts": frozenset()}
+
+def _accounts_with_endpoints() -> frozenset:
+    return frozenset(
+        WebhookEndpoint.objects.filter(enabled=True).values_list("account_id", flat=True).distinct().order_by()
+    )
+
+
+# The accounts with an enabled endpoint, read at most every ENDPOINT_CACHE_SECONDS: the hot
+# path (every flush's events) asks nothing of the database when nobody listens.
+LISTENERS = ProcessCache(_accounts_with_endpoints, ENDPOINT_CACHE_SECONDS)
 
 
 def endpoints_forget() -> None:
-    with _cache_lock:
-        _cache["at"] = NEVER_READ
-    transaction.on_commit(_forget_now)
-
-
-def _forget_now() -> None:
-    with _cache_lock:
-        _cache["at"] = NEVER_READ
-
-
-def listeners_known(accounts: frozenset) -> None:
-    """Set what the cache holds (tests start from a known state)."""
-    with _cache_lock:
-        _cache.update(at=time.monotonic(), accounts=accounts)
+    LISTENERS.forget()
 
 
 def _listening_accounts() -> frozenset:
-    """The accounts with an enabled endpoint: read at most every ENDPOINT_CACHE_SECONDS, so
-    the hot path (every flush's events) asks nothing of the database when nobody listens."""
-    now = time.monotonic()
-    with _cache_lock:
-        if now - _cache["at"] < ENDPOINT_CACHE_SECONDS:
-            return _cache["accounts"]
-    accounts = frozenset(
-        WebhookEndpoint.objects.filter(enabled=True).values_list("account_id", flat=True).distinct().order_by()
-    )
-    with _cache_lock:
-        _cache.update(at=now, accounts=accounts)
-    return accounts
+    return LISTENERS.get()
 
 
 # --- Events -------------------------------------------------------------------------------
