@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/v1/recipients/", include("notifications.urls_recipients")),
     path("api/v1/inbox/", include("notifications.urls_inbox")),
     path("api/v1/webhooks/", include("notifications.urls_webhooks")),
+    path("api/v1/providers/", include("providers.urls")),
     # django-anymail's ESP tracking webhooks: /anymail/<esp>/tracking/
     path("anymail/", include((esp_webhook_urlpatterns(), "anymail"))),
     path("u/<str:token>/", UnsubscribeView.as_view(), name="unsubscribe"),

@@ -51,6 +51,7 @@ from .services import (
 )
 from .services.inbound import sms_inbound
 from .services.sweep import SWEEP_HEARTBEAT
+from .services.track import record_credentials
 from .services.upkeep import failure_rates_summary
 
 
@@ -237,13 +238,15 @@ def _check_sweep() -> dict:
     return {"ok": age <= allowed, "last_run": last.isoformat(), "age_seconds": round(age, 1)}
 
 
-def twilio_params(request) -> dict:
+def twilio_params(request, auth_token: str | None = None) -> dict:
     """The form parameters of a request from Twilio, once its X-Twilio-Signature holds over
-    PUBLIC_BASE_URL and the path (so it holds behind a TLS-terminating proxy); raises
-    WebhookSignatureInvalid otherwise."""
+    PUBLIC_BASE_URL and the path (so it holds behind a TLS-terminating proxy), signed with
+    `auth_token` (by default the platform's); raises WebhookSignatureInvalid otherwise."""
     params = {key: request.data.get(key) for key in request.data}
     url = settings.PUBLIC_BASE_URL + request.get_full_path()
-    verify_signature(url=url, params=params, signature=request.headers.get("X-Twilio-Signature", ""))
+    verify_signature(
+        url=url, params=params, signature=request.headers.get("X-Twilio-Signature", ""), auth_token=auth_token
+    )
     return params
 
 
@@ -271,8 +274,10 @@ class TwilioStatusCallbackView(APIView):
 
     @extend_schema(request=None, responses={204: None, 403: dict})
     def post(self, request):
+        # A message sent through the account's own Twilio record is signed with its token.
+        credentials = record_credentials(delivery_id=request.query_params.get("delivery", ""))
         try:
-            params = twilio_params(request)
+            params = twilio_params(request, credentials.get("auth_token") if credentials is not None else None)
         except WebhookSignatureInvalid:
             return invalid_signature()
         raw_status = next((params[key] for key in self.status_params if params.get(key)), "")

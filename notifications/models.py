@@ -213,6 +213,10 @@ class DeliveryAttempt(models.Model):
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts", db_index=False)
     number = models.PositiveSmallIntegerField()
     provider = models.CharField(max_length=32)
+    # The account's provider record it went through (none: the platform's, from settings).
+    provider_config = models.ForeignKey(
+        "providers.ProviderConfig", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+    )
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -9,8 +9,11 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from django.conf import settings
+
+from config.cache import ProcessCache
 
 from .base import Provider, ProviderConfigurationError
 from .channels import CHANNELS
@@ -131,3 +134,71 @@ def providers_configuration() -> dict[str, dict]:
         problems = provider.check_channel_configuration(channel)
         report[channel] = {"provider": provider.kind, "configured": not problems, "problems": problems}
     return report
+
+
+# --- An account's own providers (provider records) ----------------------------------------
+
+
+def _accounts_with_records() -> frozenset:
+    from .models import ProviderConfig
+
+    return frozenset(
+        ProviderConfig.objects.filter(enabled=True).values_list("account_id", flat=True).distinct().order_by()
+    )
+
+
+# The accounts with an enabled provider record, read at most every 5 s: dispatch asks the
+# database nothing more when no account has its own providers (the platform's serve).
+RECORD_ACCOUNTS = ProcessCache(_accounts_with_records, 5.0)
+
+
+@dataclass(frozen=True)
+class Link:
+    """One provider of an account's chain for a channel: the adapter, the record it was
+    built from (None for the platform's default from settings), or why it cannot be."""
+
+    provider: Provider | None
+    record_id: int | None = None
+    error: ProviderConfigurationError | None = None
+
+
+def account_records(channel: str, account_ids) -> dict[int, list]:
+    """The enabled records of these accounts for the channel, by account, in the order to
+    try them (priority, then age): one query, none when no account has records."""
+    wanted = RECORD_ACCOUNTS.get() & set(account_ids)
+    if not wanted:
+        return {}
+    from .models import ProviderConfig
+
+    chains: dict[int, list] = {}
+    for record in ProviderConfig.objects.filter(account_id__in=wanted, channel=channel, enabled=True).order_by(
+        "priority", "pk"
+    ):
+        chains.setdefault(record.account_id, []).append(record)
+    return chains
+
+
+def provider_chain(channel: str, address: str, records: list) -> list[Link]:
+    """The providers to try for this address, in order. An account's records for the
+    channel replace the platform's provider (so its messages never go out on the
+    platform's account): each record is built with its settings and credentials over the
+    kind's defaults; a record of a kind that cannot send the address (an fcm record and a
+    Web Push endpoint) is passed over. No records: the platform's provider."""
+    if not records:
+        return [Link(providers_for(channel, address)[0])]
+    from .services import credentials_of
+
+    links = []
+    for record in records:
+        if CHANNELS[channel].kind_for_address(record.kind, address) != record.kind:
+            continue
+        try:
+            provider = provider_build(record.kind, {**record.settings, **credentials_of(record)})
+        except ProviderConfigurationError as error:
+            links.append(Link(None, record.pk, error))
+            continue
+        links.append(Link(provider, record.pk))
+    if not links:
+        problem = f"None of the account's {channel} providers can send to this address."
+        links.append(Link(None, None, ProviderConfigurationError(problem)))
+    return links

@@ -38,6 +38,15 @@ def _no_webhook_listeners(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _no_provider_records(monkeypatch):
+    """Each test starts knowing that no account has provider records (as for webhooks)."""
+    from providers.registry import RECORD_ACCOUNTS
+
+    monkeypatch.setattr(RECORD_ACCOUNTS, "seconds", 1e9)
+    RECORD_ACCOUNTS.set(frozenset())
+
+
+@pytest.fixture(autouse=True)
 def _fresh_providers():
     reset_providers()
     yield

@@ -29,7 +29,7 @@ from django.utils import timezone
 from preferences.models import Suppression, address_hash
 from providers.base import OutboundMessage, ProviderConfigurationError, ProviderError, SendResult
 from providers.channels import CHANNELS
-from providers.registry import providers_for
+from providers.registry import Link, account_records, provider_chain, providers_for
 from templates.models import Category, Channel
 
 from ..bulk import rows_update, rows_upsert
@@ -121,7 +121,16 @@ def deliveries_dispatch(*, items: list[tuple[object, int | None]]) -> dict[str, 
     claimed, unreachable, targets = _targets_of(claimed)
     outcomes.update(unreachable)
     for (channel, _), group in groupby(claimed, key=lambda d: (d.channel, _route(d))):
-        outcomes.update(_dispatch_channel(channel, list(group), targets))
+        group = list(group)
+        records = account_records(channel, {d.account_id for d in group})
+        if not records:
+            outcomes.update(_dispatch_channel(channel, group, targets))
+            continue
+        # Accounts with providers of their own send through them: one chain per account.
+        for account_id in dict.fromkeys(d.account_id for d in group):
+            mine = [d for d in group if d.account_id == account_id]
+            link = provider_chain(channel, mine[0].to, records.get(account_id, []))[0]
+            outcomes.update(_dispatch_channel(channel, mine, targets, link))
     return {str(delivery_id): outcomes.get(str(delivery_id), NOT_CLAIMED) for delivery_id, _ in items}
 
 
@@ -255,14 +264,18 @@ class _Sent:
     duration_ms: int
 
 
-def _dispatch_channel(channel: str, claimed: list[Delivery], targets: dict) -> dict[str, str]:
+def _dispatch_channel(channel: str, claimed: list[Delivery], targets: dict, link: Link | None = None) -> dict[str, str]:
     """Hand the claimed deliveries to the provider flush by flush. One transaction between
     two flushes records the outcomes of the last one and hands off the next (its attempts
     committed as pending before any of it is sent): a few statements per flush."""
-    try:
-        provider, failure = providers_for(channel, claimed[0].to)[0], None
-    except ProviderConfigurationError as error:
-        provider, failure = None, error
+    if link is not None:
+        provider, failure, record_id = link.provider, link.error, link.record_id
+    else:
+        record_id = None
+        try:
+            provider, failure = providers_for(channel, claimed[0].to)[0], None
+        except ProviderConfigurationError as error:
+            provider, failure = None, error
     kind = provider.kind if provider else ""
     size = settings.BEACON_DISPATCH_FLUSH_SIZE if provider else len(claimed)
     lease = settings.BEACON_SENDING_LEASE_SECONDS
@@ -279,7 +292,7 @@ def _dispatch_channel(channel: str, claimed: list[Delivery], targets: dict) -> d
                 # The provider asked us to slow down: the rest of the batch waits rather
                 # than hammering it, and goes out together after its Retry-After.
                 recorded.update(_release(handed=unsent, not_handed=pending, error=throttled, changes=changes))
-            attempts = _hand_off(chunk, kind, changes)
+            attempts = _hand_off(chunk, kind, changes, record_id)
             # One statement writes the last flush's outcomes and the next one's pending
             # attempts (an upsert on delivery + number).
             _attempts_write([item.attempt for item in sent] + attempts)
@@ -302,7 +315,9 @@ def _dispatch_channel(channel: str, claimed: list[Delivery], targets: dict) -> d
         unsent = list(zip(chunk[len(sent) :], attempts[len(sent) :], strict=True))
 
 
-def _hand_off(chunk: list[Delivery], provider_kind: str, changes: list[StatusChange]) -> list[DeliveryAttempt]:
+def _hand_off(
+    chunk: list[Delivery], provider_kind: str, changes: list[StatusChange], record_id: int | None = None
+) -> list[DeliveryAttempt]:
     """The attempts (outcome pending) of the deliveries about to reach the provider."""
     if not chunk:
         return []
@@ -319,7 +334,14 @@ def _hand_off(chunk: list[Delivery], provider_kind: str, changes: list[StatusCha
         for d in chunk
     ]
     return [
-        DeliveryAttempt(delivery_id=d.pk, number=d.attempt_count, provider=provider_kind, started_at=now) for d in chunk
+        DeliveryAttempt(
+            delivery_id=d.pk,
+            number=d.attempt_count,
+            provider=provider_kind,
+            provider_config_id=record_id,
+            started_at=now,
+        )
+        for d in chunk
     ]
 
 

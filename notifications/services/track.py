@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
 
-from ..models import Delivery
+from ..models import Delivery, DeliveryAttempt
 from .events import TIMESTAMP_FIELD, can_move, event_record
 from .inbound import unsubscribed_errors_suppress
 
@@ -47,3 +48,23 @@ def delivery_track(
                 )
                 return True
     return False
+
+
+def record_credentials(*, delivery_id: str) -> dict | None:
+    """The credentials of the provider record the delivery's last attempt went through
+    (a callback from it is signed with them), or None: the platform's provider."""
+    try:
+        delivery_id = uuid.UUID(str(delivery_id))
+    except ValueError:
+        return None
+    attempt = (
+        DeliveryAttempt.objects.filter(delivery_id=delivery_id, provider_config__isnull=False)
+        .select_related("provider_config")
+        .order_by("-number")
+        .first()
+    )
+    if attempt is None:
+        return None
+    from providers.services import credentials_of
+
+    return credentials_of(attempt.provider_config)
