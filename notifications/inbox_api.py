@@ -415,6 +415,12 @@ def stream_sync(plan: StreamPlan):
             pubsub.close()
 
 
+def _release_connection() -> None:
+    """Close this thread's database connection, unless a transaction holds it (a test's)."""
+    if not connection.in_atomic_block:
+        connection.close()
+
+
 def _closing(read):
     """`read`, then the thread's database connection closed (see the stream view)."""
 
@@ -422,7 +428,7 @@ def _closing(read):
         try:
             return read(*args)
         finally:
-            connection.close()
+            _release_connection()
 
     return closed
 
@@ -540,7 +546,7 @@ def inbox_stream(request):
         # A stream lives for minutes in a thread of its own (Django runs each ASGI request's
         # sync code in one): it must not keep a database connection all that time, or a
         # hundred streams exhaust the server's connections. Its few reads open and close one.
-        connection.close()
+        _release_connection()
         stream = stream_async(plan)
     else:
         stream = stream_sync(plan)
