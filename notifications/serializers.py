@@ -4,7 +4,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from accounts.inputs import DateTimeField, JSONObjectField
-from providers.channels import CHANNELS
+from providers.channels import CHANNELS, E164
 from providers.urlguard import UnsafeTarget, check_url
 from templates.models import Category, Channel
 from templates.selectors import template_resolve
@@ -18,7 +18,6 @@ from .services.webhooks import registered_urls
 
 __all__ = ["AcceptedSerializer", "BatchAcceptedSerializer", "DeliveryBriefSerializer"]
 
-E164 = r"^\+[1-9]\d{6,14}$"
 LOCALE = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"
 
 

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 from .kinds import ANYMAIL_ESPS
 
+# A phone number as the phone channels take it: E.164.
+E164 = r"^\+[1-9]\d{6,14}$"
+
 # Kinds every channel accepts: development and dry runs, no network.
 UNIVERSAL_PROVIDER_KINDS = ("console",)
 
@@ -65,14 +68,18 @@ class ChannelSpec:
     def kinds(self) -> tuple[str, ...]:
         return (*self.provider_kinds, *UNIVERSAL_PROVIDER_KINDS)
 
+    def route(self, address: str) -> str:
+        """The kind the channel's address routes send `address` to ("": none does)."""
+        for prefix, kind in self.address_routes:
+            if address.startswith(prefix):
+                return kind
+        return ""
+
     def kind_for_address(self, configured: str, address: str) -> str:
         """The kind that sends `address` when settings pick `configured` for the channel."""
         if configured in UNIVERSAL_PROVIDER_KINDS:
             return configured
-        for prefix, kind in self.address_routes:
-            if address.startswith(prefix):
-                return kind
-        return configured
+        return self.route(address) or configured
 
     def default_kind(self, environ) -> str:
         for kind, variable in self.default_providers:

@@ -186,14 +186,14 @@ def provider_chain(channel: str, address: str, records: list) -> list[Link]:
     Web Push endpoint) is passed over. No records: the platform's provider."""
     if not records:
         return [Link(providers_for(channel, address)[0])]
-    from .services import credentials_of
+    from .services import provider_config_adapter
 
     links = []
     for record in records:
         if CHANNELS[channel].kind_for_address(record.kind, address) != record.kind:
             continue
         try:
-            provider = provider_build(record.kind, {**record.settings, **credentials_of(record)})
+            provider = provider_config_adapter(record)
         except ProviderConfigurationError as error:
             links.append(Link(None, record.pk, error))
             continue

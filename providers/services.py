@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 
 from config.encryption import decrypt, encrypt, fernet
 
-from .channels import CHANNELS
+from .channels import CHANNELS, E164
 from .kinds import KIND_FIELDS
 from .models import DEFAULT_PRIORITY, MAX_PRIORITY, ProviderConfig
 from .urlguard import UnsafeTarget, check_url
@@ -58,8 +58,7 @@ MAX_RATE = 100_000.0
 MAX_BURST = 1_000_000
 MAX_CREDENTIAL_CHARS = 20_000
 CURRENCY = re.compile(r"^[A-Z]{3}$")
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-PHONE_CHANNELS = ("sms", "whatsapp", "voice")
+PHONE_NUMBER = re.compile(E164)
 
 # How a stored secret is read back: this, then at most the value's last 4 characters.
 MASK = "••••"
@@ -388,23 +387,18 @@ def provider_keys_pending() -> int:
 def provider_config_adapter(config: ProviderConfig):
     """The adapter of the record's kind built with its settings and credentials (cached
     per configuration by the registry)."""
-    from . import registry
+    from .registry import provider_build
 
-    configuration = {**(config.settings or {}), **credentials_of(config)}
-    build = getattr(registry, "provider_build", None)
-    if build is not None:
-        return build(config.kind, configuration)
-    cls = registry.PROVIDER_CLASSES[config.kind]  # pragma: no cover - before provider_build existed
-    return cls(timeout=django_settings.PROVIDER_TIMEOUT_SECONDS, config=configuration)
+    return provider_build(config.kind, {**(config.settings or {}), **credentials_of(config)})
 
 
 def test_address_problem(channel: str, to) -> str | None:
     """What is wrong with `to` as an address of the channel, or None."""
     if not isinstance(to, str) or not to.strip():
         return "Give the address to send the test to."
-    if channel in PHONE_CHANNELS:
+    if CHANNELS.get(channel) is not None and CHANNELS[channel].address_field == "phone":
         number = to.removeprefix("whatsapp:") if channel == "whatsapp" else to
-        if not E164.match(number):
+        if not PHONE_NUMBER.match(number):
             return "Give a phone number in E.164 form, e.g. +14155550123."
     elif channel == "email":
         try:

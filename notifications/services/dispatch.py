@@ -116,11 +116,11 @@ def deliveries_dispatch(*, items: list[tuple[object, int | None]]) -> dict[str, 
     position = {str(delivery_id): index for index, (delivery_id, _) in enumerate(items)}
     # By channel and the provider route of the address (a Web Push endpoint among push
     # tokens), each in the order given.
-    claimed = sorted(_claim(items), key=lambda d: (d.channel, _route(d), position[str(d.pk)]))
+    claimed = sorted(_claim(items), key=lambda d: (d.channel, CHANNELS[d.channel].route(d.to), position[str(d.pk)]))
     claimed, outcomes = _drop_suppressed(claimed)
     claimed, unreachable, targets = _targets_of(claimed)
     outcomes.update(unreachable)
-    for (channel, _), group in groupby(claimed, key=lambda d: (d.channel, _route(d))):
+    for (channel, _), group in groupby(claimed, key=lambda d: (d.channel, CHANNELS[d.channel].route(d.to))):
         group = list(group)
         records = account_records(channel, {d.account_id for d in group})
         if not records:
@@ -132,14 +132,6 @@ def deliveries_dispatch(*, items: list[tuple[object, int | None]]) -> dict[str, 
             link = provider_chain(channel, mine[0].to, records.get(account_id, []))[0]
             outcomes.update(_dispatch_channel(channel, mine, targets, link))
     return {str(delivery_id): outcomes.get(str(delivery_id), NOT_CLAIMED) for delivery_id, _ in items}
-
-
-def _route(delivery: Delivery) -> str:
-    """The channel spec's address route the delivery takes ("" for the channel's own kind)."""
-    for prefix, kind in CHANNELS[delivery.channel].address_routes:
-        if delivery.to.startswith(prefix):
-            return kind
-    return ""
 
 
 def delivery_dispatch(*, delivery_id, attempts_before: int | None = None) -> str:
