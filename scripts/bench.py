@@ -868,6 +868,18 @@ def phase_twilio(server: Gunicorn, raw: str, args, roots: dict) -> dict:
     return drain(args.twilio, "twilio", args, roots)
 
 
+def bare_ceiling(spec: dict, n: int, *, label: str, server: str, server_pid: int) -> dict:
+    """What a bare keep-alive client reaches against the same server, in the same sitting:
+    2 processes, after a warm-up of 200 requests; `server` names its CPU line."""
+    log(f"{label}: warm-up, then {n:,} POSTs to the {server} from 2 processes")
+    run_load(spec, range(WARMUP_BASE, WARMUP_BASE + 200), clients=2, processes=2)
+    load = run_load(spec, range(n), clients=2, processes=2, roots={server: server_pid})
+    if load["error_count"]:
+        raise BenchError(f"the {server} refused {load['error_count']} bare requests: {load['errors'][0]}")
+    log(f"{label}: {load['rate']:,.0f} req/s")
+    return load
+
+
 def phase_bare(double_url: str, double_pid: int, args) -> dict:
     spec = {
         "url": f"{double_url}/2010-04-01/Accounts/{SID}/Messages.json",
@@ -876,13 +888,7 @@ def phase_bare(double_url: str, double_pid: int, args) -> dict:
         "auth": (SID, TOKEN),
         "expect": 201,
     }
-    log(f"bare client: warm-up, then {args.twilio:,} POSTs to the double from 2 processes")
-    run_load(spec, range(WARMUP_BASE, WARMUP_BASE + 200), clients=2, processes=2)
-    load = run_load(spec, range(args.twilio), clients=2, processes=2, roots={"double": double_pid})
-    if load["error_count"]:
-        raise BenchError(f"the double refused {load['error_count']} bare requests: {load['errors'][0]}")
-    log(f"bare client: {load['rate']:,.0f} req/s")
-    return load
+    return bare_ceiling(spec, args.twilio, label="bare client", server="double", server_pid=double_pid)
 
 
 def devices_register(n: int) -> None:
@@ -950,13 +956,7 @@ def phase_push_bare(fcm_url: str, fcm_pid: int, fcm_account: str, args) -> dict:
         "auth": None,
         "expect": 200,
     }
-    log(f"push bare client: warm-up, then {args.push:,} POSTs to the FCM double from 2 processes")
-    run_load(spec, range(WARMUP_BASE, WARMUP_BASE + 200), clients=2, processes=2)
-    load = run_load(spec, range(args.push), clients=2, processes=2, roots={"fcm": fcm_pid})
-    if load["error_count"]:
-        raise BenchError(f"the FCM double refused {load['error_count']} bare requests: {load['errors'][0]}")
-    log(f"push bare client: {load['rate']:,.0f} req/s")
-    return load
+    return bare_ceiling(spec, args.push, label="push bare client", server="fcm", server_pid=fcm_pid)
 
 
 # --- phase 5: the peer -------------------------------------------------------------------

@@ -44,13 +44,13 @@ from bench import (  # noqa: E402
     VAR,
     BenchError,
     CpuMeter,
+    bare_ceiling,
     configure_environment,
     cpu_line,
     ensure_database,
     forget_queue,
     free_port,
     purge_queue,
-    run_load,
     tables_like,
     truncate,
 )
@@ -181,13 +181,11 @@ def phase_webhooks_bare(n: int, url: str, secret: str, receiver_pid: int) -> dic
     spec = {
         "url": url,
         "kind": "webhook",
-        "headers": {k: v for k, v in signed_headers([secret], "msg_bench", body).items()},
+        "headers": signed_headers([secret], "msg_bench", body),
         "auth": None,
         "expect": 200,
     }
-    load = run_load(spec, range(n), clients=2, processes=2, roots={"receiver": receiver_pid})
-    log(f"webhooks bare client: {load['rate']:,.0f} req/s")
-    return load
+    return bare_ceiling(spec, n, label="webhooks bare client", server="receiver", server_pid=receiver_pid)
 
 
 # --- 2. streams --------------------------------------------------------------------------
