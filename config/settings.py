@@ -343,6 +343,17 @@ BEACON_STREAM_TOKEN_SECONDS = env_int("BEACON_STREAM_TOKEN_SECONDS", 3600, minim
 BEACON_STREAM_MAX_SECONDS = env_float("BEACON_STREAM_MAX_SECONDS", 300.0, minimum=1)
 BEACON_STREAM_HEARTBEAT_SECONDS = env_float("BEACON_STREAM_HEARTBEAT_SECONDS", 15.0, minimum=1)
 PROVIDER_TIMEOUT_SECONDS = env_float("PROVIDER_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+# Circuit breakers (per provider, shared by every worker through Redis): consecutive
+# provider failures that open one, how long it stays open before one probe is let
+# through, and how long a probe may take before another is allowed.
+BEACON_BREAKER_THRESHOLD = env_int("BEACON_BREAKER_THRESHOLD", 5, minimum=1)
+BEACON_BREAKER_COOLDOWN_SECONDS = env_float("BEACON_BREAKER_COOLDOWN_SECONDS", 30.0, minimum=0.1)
+BEACON_BREAKER_PROBE_SECONDS = env_float("BEACON_BREAKER_PROBE_SECONDS", 2 * PROVIDER_TIMEOUT_SECONDS + 5, minimum=0.1)
+# A provider's health is read over this window; under this success rate it is degraded.
+BEACON_HEALTH_WINDOW_SECONDS = env_int("BEACON_HEALTH_WINDOW_SECONDS", 300, minimum=60)
+BEACON_HEALTH_DEGRADED_BELOW = env_float("BEACON_HEALTH_DEGRADED_BELOW", 0.9, minimum=0.0)
+# How long a provider that answers 429 without Retry-After is left alone.
+BEACON_THROTTLE_PAUSE_SECONDS = env_float("BEACON_THROTTLE_PAUSE_SECONDS", 5.0, minimum=0.0)
 # Outbound URLs (chat webhooks) must reach a public address; true lets them reach loopback
 # and private networks too, for local development and tests.
 BEACON_ALLOW_PRIVATE_TARGETS = env_bool("BEACON_ALLOW_PRIVATE_TARGETS", False)

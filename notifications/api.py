@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from accounts.errors import Conflict, Unprocessable
 from providers.base import WebhookSignatureInvalid
-from providers.registry import providers_configuration
+from providers.registry import platform_providers_health, providers_configuration
 from providers.twilio_sms import CALL_STATUS_MAP as TWILIO_CALL_STATUS_MAP
 from providers.twilio_sms import STATUS_MAP as TWILIO_STATUS_MAP
 from providers.twilio_sms import verify_signature
@@ -170,7 +170,8 @@ class ResendView(APIView):
 
 
 class HealthView(APIView):
-    """Database, broker, a worker's answer, the sweep's last run and provider configuration;
+    """Database, broker, a worker's answer, the sweep's last run, provider configuration and
+    the platform providers' health (breaker, success rate, p95 latency);
     503 when the database or broker is down, no worker answers or the sweep is overdue.
     `failure_rates` (channels whose failure rate is over the threshold) is information
     only: it never makes the answer a 503."""
@@ -187,10 +188,14 @@ class HealthView(APIView):
             "sweep": _check_sweep(),
         }
         healthy = all(check["ok"] for check in checks.values())
+        providers = providers_configuration()
         body = {
             "status": "ok" if healthy else "unhealthy",
             **checks,
-            "providers": providers_configuration(),
+            "providers": providers,
+            # Information only, like failure_rates: a provider down is failed over or waited
+            # out, and never makes the answer a 503.
+            "provider_health": platform_providers_health(providers),
             "failure_rates": failure_rates_summary(),
         }
         return Response(body, status=status.HTTP_200_OK if healthy else status.HTTP_503_SERVICE_UNAVAILABLE)

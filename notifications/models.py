@@ -21,10 +21,15 @@ class DeliveryStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
     SUPPRESSED = "suppressed", "Suppressed"
     EXPIRED = "expired", "Expired"
+    # A fallback channel's delivery, rendered and decided at accept, held until the
+    # channels before it have failed (then queued) or one has been sent (then cancelled).
+    STANDBY = "standby", "Standby"
 
 
-# Progress only moves up this order; a final status never changes.
+# Progress only moves up this order; a final status never changes. A standby delivery
+# comes before all of them: it is released (queued or scheduled) or it ends cancelled.
 PROGRESS_RANK = {
+    DeliveryStatus.STANDBY: -1,
     DeliveryStatus.SCHEDULED: 0,
     DeliveryStatus.QUEUED: 1,
     DeliveryStatus.SENDING: 2,
@@ -44,7 +49,8 @@ FINAL_STATUSES = frozenset(
     }
 )
 RESENDABLE_STATUSES = frozenset({DeliveryStatus.FAILED, DeliveryStatus.UNDELIVERED, DeliveryStatus.EXPIRED})
-CANCELLABLE_STATUSES = frozenset({DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED})
+# Not yet claimed by a worker: a standby delivery has not even been released.
+CANCELLABLE_STATUSES = frozenset({DeliveryStatus.STANDBY, DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED})
 
 
 class Priority(models.TextChoices):
@@ -111,6 +117,9 @@ class Notification(models.Model):
     category = models.CharField(max_length=32, choices=Category.choices, default=Category.TRANSACTIONAL)
     scheduled_for = models.DateTimeField(null=True, blank=True)
     is_test = models.BooleanField(default=False)
+    # The channels are tried in order, each only when those before it could not reach
+    # the recipient, rather than all at once.
+    fallback = models.BooleanField(default=False)
     booking = models.ForeignKey(
         "Booking", on_delete=models.SET_NULL, null=True, blank=True, related_name="notifications", db_index=False
     )
@@ -162,6 +171,11 @@ class Delivery(models.Model):
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
     cost = models.CharField(max_length=32, blank=True)
+    # The providers of the channel's chain that failed this delivery in the current round
+    # (record ids, or "kind" for the platform's): the next attempt goes to the next one.
+    providers_tried = models.JSONField(default=list, blank=True)
+    # Its channel's place in a fallback notification's order (None: not a fallback send).
+    fallback_rank = models.PositiveSmallIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -225,6 +239,9 @@ class DeliveryAttempt(models.Model):
     provider_message_id = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True)
     retry_after_seconds = models.FloatField(null=True, blank=True)
+    # What this attempt cost, when known (the provider record's price, per SMS segment).
+    cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
 
     class Meta:
         ordering = ["delivery", "number"]

@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 
 from accounts.admin_scoping import AccountScopedAdmin, action_confirmation
 
+from .health import provider_key, providers_health
 from .kinds import KIND_FIELDS
 from .models import ProviderConfig
 from .services import (
@@ -128,6 +129,11 @@ class ProviderConfigForm(forms.ModelForm):
         pass
 
 
+def _health_of(config: ProviderConfig) -> dict:
+    key = provider_key(config.pk, config.kind)
+    return providers_health([key])[key]
+
+
 def _may_change(modeladmin, request) -> bool:
     opts = modeladmin.opts
     return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
@@ -136,12 +142,12 @@ def _may_change(modeladmin, request) -> bool:
 @admin.register(ProviderConfig)
 class ProviderConfigAdmin(AccountScopedAdmin, admin.ModelAdmin):
     form = ProviderConfigForm
-    list_display = ("name", "channel", "kind", "priority", "enabled")
+    list_display = ("name", "channel", "kind", "priority", "enabled", "health")
     list_filter = ("channel", "kind", "enabled")
     search_fields = ("name", "kind", "account__username")
     list_select_related = ("account",)
     ordering = ("account", "channel", "priority", "name")
-    readonly_fields = ("stored_credentials", "created_at", "updated_at")
+    readonly_fields = ("stored_credentials", "health_report", "created_at", "updated_at")
     actions = ["enable", "disable"]
 
     def _kind_for(self, request, obj) -> str | None:
@@ -161,7 +167,7 @@ class ProviderConfigAdmin(AccountScopedAdmin, admin.ModelAdmin):
         kind = self._kind_for(request, obj)
         credentials = [CREDENTIAL_PREFIX + name for name in credential_names(kind)]
         head = ["account"] if obj is None else ["account", "stored_credentials"]
-        tail = [] if obj is None else ["created_at", "updated_at"]
+        tail = [] if obj is None else ["health_report", "created_at", "updated_at"]
         return [*head, *FORM_FIELDS, *credentials, *tail]
 
     def get_readonly_fields(self, request, obj=None):
@@ -175,6 +181,30 @@ class ProviderConfigAdmin(AccountScopedAdmin, admin.ModelAdmin):
         if not masked:
             return "none"
         return ", ".join(f"{name}: {value}" for name, value in sorted(masked.items()))
+
+    @admin.display(description="health")
+    def health(self, config):
+        return _health_of(config)["status"]
+
+    @admin.display(description="health")
+    def health_report(self, config):
+        report = _health_of(config)
+        if "breaker" not in report:
+            return f"{report['status']}: {report.get('problem', '')}"
+        rate = "-" if report["success_rate"] is None else f"{report['success_rate']:.1%}"
+        latency = "-" if report["p95_latency_ms"] is None else f"{report['p95_latency_ms']} ms"
+        parts = [
+            f"{report['status']} (breaker {report['breaker'].replace('_', '-')})",
+            f"success rate {rate} and p95 latency {latency} over the last {report['window_seconds'] // 60} minutes "
+            f"({report['attempts']} attempts, {report['failures']} failed)",
+        ]
+        if report["open_until"]:
+            parts.append(f"skipped until {report['open_until']}")
+        if report["paused_until"]:
+            parts.append(f"paused until {report['paused_until']}")
+        if report["last_error"]:
+            parts.append(f"last error at {report['last_error_at']}: {report['last_error']}")
+        return "; ".join(parts)
 
     def save_model(self, request, obj, form, change):
         fields = form.record_fields()

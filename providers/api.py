@@ -9,6 +9,7 @@ from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from .health import provider_key, providers_health
 from .kinds import KIND_FIELDS
 from .models import CHANNEL_CHOICES, MAX_PRIORITY, ProviderConfig
 from .services import (
@@ -57,15 +58,46 @@ class MaskedCredentialsField(serializers.Field):
         return credentials_masked(config)
 
 
+class ProviderHealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=["healthy", "degraded", "down", "unknown"],
+        help_text="down: its circuit breaker is open; degraded: half-open, paused by a 429, or a "
+        "success rate under BEACON_HEALTH_DEGRADED_BELOW over the window.",
+    )
+    breaker = serializers.ChoiceField(choices=["closed", "open", "half_open"], required=False)
+    open_until = serializers.DateTimeField(allow_null=True, required=False)
+    paused_until = serializers.DateTimeField(allow_null=True, required=False)
+    consecutive_failures = serializers.IntegerField(required=False)
+    window_seconds = serializers.IntegerField(required=False)
+    attempts = serializers.IntegerField(required=False, help_text="Answers over the window.")
+    failures = serializers.IntegerField(required=False, help_text="Provider failures over the window.")
+    success_rate = serializers.FloatField(allow_null=True, required=False)
+    p95_latency_ms = serializers.IntegerField(allow_null=True, required=False)
+    last_error = serializers.CharField(required=False)
+    last_error_at = serializers.DateTimeField(allow_null=True, required=False)
+    problem = serializers.CharField(required=False)
+
+
+class ProviderConfigListSerializer(serializers.ListSerializer):
+    """Reads the health of a whole page of providers in one round trip."""
+
+    def to_representation(self, data):
+        records = list(data.all() if hasattr(data, "all") else data)
+        self.child.context["health"] = providers_health([provider_key(r.pk, r.kind) for r in records])
+        return super().to_representation(records)
+
+
 class ProviderConfigSerializer(serializers.ModelSerializer):
     channel = serializers.ChoiceField(choices=CHANNEL_CHOICES, read_only=True)
     kind = serializers.ChoiceField(choices=KIND_CHOICES, read_only=True)
     credentials = MaskedCredentialsField()
     settings = serializers.DictField(child=serializers.JSONField(), read_only=True)
     cost_per_message = serializers.DecimalField(max_digits=12, decimal_places=6, read_only=True, allow_null=True)
+    health = serializers.SerializerMethodField()
 
     class Meta:
         model = ProviderConfig
+        list_serializer_class = ProviderConfigListSerializer
         fields = [
             "id",
             "name",
@@ -79,10 +111,19 @@ class ProviderConfigSerializer(serializers.ModelSerializer):
             "burst",
             "cost_per_message",
             "currency",
+            "health",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(ProviderHealthSerializer)
+    def get_health(self, config) -> dict:
+        """Shared by every worker: the breaker, and the success rate and p95 latency over the
+        last BEACON_HEALTH_WINDOW_SECONDS."""
+        key = provider_key(config.pk, config.kind)
+        known = self.context.get("health") or {}
+        return known[key] if key in known else providers_health([key])[key]
 
 
 class ProviderConfigWriteSerializer(serializers.Serializer):

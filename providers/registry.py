@@ -10,6 +10,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.conf import settings
 
@@ -20,6 +21,7 @@ from .channels import CHANNELS
 from .chat import DiscordWebhookProvider, SlackWebhookProvider, TeamsWebhookProvider
 from .console import ConsoleProvider
 from .email import EMAIL_PROVIDERS
+from .health import provider_key, providers_health
 from .push import FcmProvider, WebPushProvider
 from .twilio_sms import TwilioSmsProvider
 from .webhook import WebhookProvider
@@ -136,6 +138,14 @@ def providers_configuration() -> dict[str, dict]:
     return report
 
 
+def platform_providers_health(configuration: dict[str, dict]) -> dict[str, dict]:
+    """The health of each platform provider of a `providers_configuration()` report, by
+    kind: its breaker, success rate and p95 latency, shared by every worker. One round trip."""
+    kinds = sorted({entry["provider"] for entry in configuration.values() if entry["provider"]})
+    health = providers_health([provider_key(None, kind) for kind in kinds])
+    return {kind: health[provider_key(None, kind)] for kind in kinds}
+
+
 # --- An account's own providers (provider records) ----------------------------------------
 
 
@@ -155,11 +165,27 @@ RECORD_ACCOUNTS = ProcessCache(_accounts_with_records, 5.0)
 @dataclass(frozen=True)
 class Link:
     """One provider of an account's chain for a channel: the adapter, the record it was
-    built from (None for the platform's default from settings), or why it cannot be."""
+    built from (None for the platform's default from settings), or why it cannot be; and
+    what one message through it costs."""
 
     provider: Provider | None
     record_id: int | None = None
     error: ProviderConfigurationError | None = None
+    kind: str = ""
+    name: str = ""
+    cost_per_message: Decimal | None = None
+    currency: str = ""
+
+    @property
+    def label(self) -> str:
+        """How the log names it: the record's name and kind, or the platform's kind."""
+        return f"{self.name} ({self.kind})" if self.name else self.kind or "no provider"
+
+    @property
+    def key(self) -> str:
+        """The provider's name in the shared breaker, health and rate-limit state, and in
+        a delivery's `providers_tried`."""
+        return provider_key(self.record_id, self.kind)
 
 
 def account_records(channel: str, account_ids) -> dict[int, list]:
@@ -185,20 +211,32 @@ def provider_chain(channel: str, address: str, records: list) -> list[Link]:
     kind's defaults; a record of a kind that cannot send the address (an fcm record and a
     Web Push endpoint) is passed over. No records: the platform's provider."""
     if not records:
-        return [Link(providers_for(channel, address)[0])]
+        try:
+            kind = provider_kind_for_channel(channel, address)
+        except ProviderConfigurationError as error:
+            setting = CHANNEL_SETTINGS.get(channel)
+            return [Link(None, None, error, kind=str(getattr(settings, setting, "")) if setting else "")]
+        provider = provider_build(kind)
+        return [Link(provider, kind=provider.kind)]
     from .services import provider_config_adapter
 
     links = []
     for record in records:
         if CHANNELS[channel].kind_for_address(record.kind, address) != record.kind:
             continue
+        priced = {
+            "kind": record.kind,
+            "name": record.name,
+            "cost_per_message": record.cost_per_message,
+            "currency": record.currency,
+        }
         try:
             provider = provider_config_adapter(record)
         except ProviderConfigurationError as error:
-            links.append(Link(None, record.pk, error))
+            links.append(Link(None, record.pk, error, **priced))
             continue
-        links.append(Link(provider, record.pk))
+        links.append(Link(provider, record.pk, **priced))
     if not links:
         problem = f"None of the account's {channel} providers can send to this address."
-        links.append(Link(None, None, ProviderConfigurationError(problem)))
+        links.append(Link(None, None, ProviderConfigurationError(problem), kind="none"))
     return links

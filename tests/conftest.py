@@ -47,6 +47,14 @@ def _no_provider_records(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _provider_state():
+    """Each test starts with every provider's breaker closed, unpaused and unlimited."""
+    from providers.shared_state import state_reset
+
+    state_reset()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_providers():
     reset_providers()
     yield

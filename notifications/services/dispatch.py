@@ -17,6 +17,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import lru_cache
 from itertools import groupby
 
@@ -29,7 +30,8 @@ from django.utils import timezone
 from preferences.models import Suppression, address_hash
 from providers.base import OutboundMessage, ProviderConfigurationError, ProviderError, SendResult
 from providers.channels import CHANNELS
-from providers.registry import Link, account_records, provider_chain, providers_for
+from providers.health import Admission, Outcomes, provider_admit, provider_pause, provider_record
+from providers.registry import Link, account_records, provider_chain
 from templates.models import Category, Channel
 
 from ..bulk import rows_update, rows_upsert
@@ -60,6 +62,8 @@ ATTEMPT_RESULT_FIELDS = [
     "provider_message_id",
     "error",
     "retry_after_seconds",
+    "cost",
+    "currency",
 ]
 DELIVERY_RESULT_FIELDS = [
     "status",
@@ -68,6 +72,8 @@ DELIVERY_RESULT_FIELDS = [
     "cost",
     "sent_at",
     "failed_at",
+    "max_attempts",
+    "providers_tried",
     "next_attempt_at",
     "enqueued_at",
     "error_code",
@@ -123,14 +129,16 @@ def deliveries_dispatch(*, items: list[tuple[object, int | None]]) -> dict[str, 
     for (channel, _), group in groupby(claimed, key=lambda d: (d.channel, CHANNELS[d.channel].route(d.to))):
         group = list(group)
         records = account_records(channel, {d.account_id for d in group})
-        if not records:
-            outcomes.update(_dispatch_channel(channel, group, targets))
-            continue
         # Accounts with providers of their own send through them: one chain per account.
-        for account_id in dict.fromkeys(d.account_id for d in group):
-            mine = [d for d in group if d.account_id == account_id]
-            link = provider_chain(channel, mine[0].to, records.get(account_id, []))[0]
-            outcomes.update(_dispatch_channel(channel, mine, targets, link))
+        parts: dict = {}
+        for delivery in group:
+            parts.setdefault(delivery.account_id if records else None, []).append(delivery)
+        for part in parts.values():
+            chain = provider_chain(channel, part[0].to, records.get(part[0].account_id, []))
+            routes, held = _route(chain, part)
+            outcomes.update(_hold(held))
+            for link, deliveries in routes:
+                outcomes.update(_dispatch_channel(channel, deliveries, targets, chain, link))
     return {str(delivery_id): outcomes.get(str(delivery_id), NOT_CLAIMED) for delivery_id, _ in items}
 
 
@@ -248,6 +256,56 @@ def _stop(claimed: list[Delivery], stopped: dict) -> tuple[list[Delivery], dict[
     return [d for d in claimed if d.pk not in stopped], {str(pk): DeliveryStatus.SUPPRESSED for pk in stopped}
 
 
+def _route(chain: list[Link], deliveries: list[Delivery]) -> tuple[list[tuple[Link, list]], dict]:
+    """Which provider of the chain sends each delivery: the first one it has not failed
+    on in this round whose breaker lets it through (one shared-state round trip per
+    provider and batch). A half-open provider takes one delivery, its probe. A delivery
+    every remaining provider of which is open or paused waits, unsent, until the first
+    of them may be tried again: returned as {delivery: when}."""
+    admissions: dict[str, Admission] = {}
+    routed: dict[str, tuple[Link, list]] = {}
+    held: dict = {}
+    for delivery in deliveries:
+        tried = set(delivery.providers_tried or ())
+        if tried.issuperset(link.key for link in chain):
+            # The chain changed under it (a record disabled): a new round.
+            tried, delivery.providers_tried = set(), []
+        until = None
+        for link in chain:
+            if link.key in tried:
+                continue
+            admission = admissions.get(link.key)
+            if admission is None:
+                admission = admissions[link.key] = provider_admit(link.key)
+            if admission.sends:
+                if admission.verdict == "probe":
+                    # The one message a half-open breaker lets through; the rest skip it.
+                    admissions[link.key] = Admission("open", time.time() + settings.BEACON_BREAKER_PROBE_SECONDS)
+                routed.setdefault(link.key, (link, []))[1].append(delivery)
+                break
+            until = admission.until if until is None else min(until, admission.until)
+        else:
+            held[delivery] = until if until is not None else time.time()
+    return list(routed.values()), held
+
+
+def _hold(held: dict) -> dict[str, str]:
+    """Put back, unsent and with their attempt count as it was, the deliveries whose
+    providers are all open or paused, each until the first may be tried again."""
+    if not held:
+        return {}
+    now = time.time()
+    by_delay: dict[float, list] = {}
+    for delivery, until in held.items():
+        by_delay.setdefault(round(max(0.0, until - now), 1), []).append(delivery)
+    outcomes = {}
+    with transaction.atomic():
+        for delay, deliveries in by_delay.items():
+            outcomes.update(_put_back(deliveries, delay=delay))
+    logger.info("%d deliveries wait for their providers' breakers or pauses", len(held))
+    return outcomes
+
+
 @dataclass
 class _Sent:
     delivery: Delivery
@@ -256,35 +314,37 @@ class _Sent:
     duration_ms: int
 
 
-def _dispatch_channel(channel: str, claimed: list[Delivery], targets: dict, link: Link | None = None) -> dict[str, str]:
-    """Hand the claimed deliveries to the provider flush by flush. One transaction between
-    two flushes records the outcomes of the last one and hands off the next (its attempts
-    committed as pending before any of it is sent): a few statements per flush."""
-    if link is not None:
-        provider, failure, record_id = link.provider, link.error, link.record_id
-    else:
-        record_id = None
-        try:
-            provider, failure = providers_for(channel, claimed[0].to)[0], None
-        except ProviderConfigurationError as error:
-            provider, failure = None, error
-    kind = provider.kind if provider else ""
+def _dispatch_channel(
+    channel: str, claimed: list[Delivery], targets: dict, chain: list[Link], link: Link
+) -> dict[str, str]:
+    """Hand the claimed deliveries to the link's provider flush by flush. One transaction
+    between two flushes records the outcomes of the last one and hands off the next (its
+    attempts committed as pending before any of it is sent): a few statements per flush.
+    A flush's answers count into the provider's health and breaker; when the provider
+    throttles (429) or its breaker opens, the rest of the batch goes back to the queue,
+    unsent, for the next provider or the end of the pause."""
+    provider = link.provider
     size = settings.BEACON_DISPATCH_FLUSH_SIZE if provider else len(claimed)
     lease = settings.BEACON_SENDING_LEASE_SECONDS
     outcomes: dict[str, str] = {}
     extras = _message_extras(channel, claimed, targets)
-    pending, sent, unsent, throttled = list(claimed), [], [], None
+    pending, sent, unsent, stopped = list(claimed), [], [], None
     renewed = time.monotonic()
     while True:
-        chunk, pending = ([], pending) if throttled else (pending[:size], pending[size:])
+        chunk, pending = ([], pending) if stopped else (pending[:size], pending[size:])
         changes: list[StatusChange] = []
         with transaction.atomic():
-            recorded, overtaken = _record(sent, changes)
-            if throttled is not None:
-                # The provider asked us to slow down: the rest of the batch waits rather
-                # than hammering it, and goes out together after its Retry-After.
-                recorded.update(_release(handed=unsent, not_handed=pending, error=throttled, changes=changes))
-            attempts = _hand_off(chunk, kind, changes, record_id)
+            recorded, overtaken = _record(sent, changes, chain, link)
+            if stopped is not None:
+                # The rest of the batch waits rather than hammering the provider: it goes
+                # to the next provider of the chain, or out together after the pause.
+                detail, delay = stopped
+                recorded.update(
+                    _put_back(
+                        [d for d, _ in unsent] + pending, delay=delay, handed=unsent, changes=changes, detail=detail
+                    )
+                )
+            attempts = _hand_off(chunk, link, changes)
             # One statement writes the last flush's outcomes and the next one's pending
             # attempts (an upsert on delivery + number).
             _attempts_write([item.attempt for item in sent] + attempts)
@@ -301,15 +361,52 @@ def _dispatch_channel(channel: str, claimed: list[Delivery], targets: dict, link
         if not chunk:
             return outcomes
         if provider is None:
-            sent = [_Sent(d, a, failure, 0) for d, a in zip(chunk, attempts, strict=True)]
-            continue
-        sent, throttled = _send(provider, chunk, attempts, extras)
+            sent = [_Sent(d, a, link.error, 0) for d, a in zip(chunk, attempts, strict=True)]
+        else:
+            sent = _send(provider, chunk, attempts, extras)
         unsent = list(zip(chunk[len(sent) :], attempts[len(sent) :], strict=True))
+        stopped = _provider_watch(link, sent, chain)
 
 
-def _hand_off(
-    chunk: list[Delivery], provider_kind: str, changes: list[StatusChange], record_id: int | None = None
-) -> list[DeliveryAttempt]:
+def _provider_watch(link: Link, sent: list[_Sent], chain: list[Link]) -> tuple[str, float] | None:
+    """Count a flush into the provider's shared health and breaker. When the rest of the
+    batch must not go to this provider now (it throttled us, its breaker opened): why,
+    and how long the rest waits (at once to the next provider of a longer chain, else
+    until this one may be tried again)."""
+    results, latencies, last_error, throttle = [], [], "", None
+    for item in sent:
+        error = item.outcome if isinstance(item.outcome, ProviderError) else None
+        if error is not None and error.status_code == 429:
+            throttle = error
+            continue
+        failed = error is not None and provider_failure(error)
+        results.append(not failed)
+        latencies.append(item.duration_ms)
+        if failed:
+            last_error = error.message
+    state = provider_record(link.key, Outcomes(results, latencies, last_error))
+    if throttle is not None:
+        pause = throttle.retry_after if throttle.retry_after is not None else settings.BEACON_THROTTLE_PAUSE_SECONDS
+        provider_pause(link.key, pause, f"throttled: {throttle.message}")
+        why, wait = f"{link.label} is throttling", retry_delay(attempt=1, retry_after=pause)
+    elif state == "open":
+        why, wait = f"{link.label}'s circuit breaker opened", settings.BEACON_BREAKER_COOLDOWN_SECONDS
+    else:
+        return None
+    if len(chain) > 1:
+        return f"not sent: {why}; trying the next provider", 0.0
+    return f"not sent: {why}; retry in {wait:.1f}s", wait
+
+
+def provider_failure(error: ProviderError) -> bool:
+    """An error about the provider rather than the message or its recipient: its
+    configuration or credentials, or a retryable failure (5xx, a timeout, a throttle).
+    These count against its breaker and move a delivery to the next provider; an error
+    about the recipient (an invalid number, a hard bounce) does neither."""
+    return isinstance(error, ProviderConfigurationError) or error.retryable
+
+
+def _hand_off(chunk: list[Delivery], link: Link, changes: list[StatusChange]) -> list[DeliveryAttempt]:
     """The attempts (outcome pending) of the deliveries about to reach the provider."""
     if not chunk:
         return []
@@ -321,7 +418,7 @@ def _hand_off(
             DeliveryStatus.SENDING,
             "dispatch",
             now,
-            detail=f"attempt {d.attempt_count} via {provider_kind or '-'}",
+            detail=f"attempt {d.attempt_count} via {link.label}",
         )
         for d in chunk
     ]
@@ -329,8 +426,8 @@ def _hand_off(
         DeliveryAttempt(
             delivery_id=d.pk,
             number=d.attempt_count,
-            provider=provider_kind,
-            provider_config_id=record_id,
+            provider=link.kind,
+            provider_config_id=link.record_id,
             started_at=now,
         )
         for d in chunk
@@ -343,9 +440,7 @@ def _attempts_write(attempts: list[DeliveryAttempt]) -> None:
     rows_upsert(DeliveryAttempt, attempts, unique_fields=["delivery", "number"], update_fields=ATTEMPT_RESULT_FIELDS)
 
 
-def _send(
-    provider, chunk: list[Delivery], attempts: list[DeliveryAttempt], extras: dict
-) -> tuple[list[_Sent], ProviderError | None]:
+def _send(provider, chunk: list[Delivery], attempts: list[DeliveryAttempt], extras: dict) -> list[_Sent]:
     """Send a flush; stop at a throttling answer (429), leaving the rest unsent."""
     messages = [_message(d, **extras.get(d.pk, {})) for d in chunk]
     stream = iter(provider.send_many(messages))
@@ -361,8 +456,8 @@ def _send(
             outcome = ProviderError(f"Unexpected error: {exc.__class__.__name__}", retryable=True)
         sent.append(_Sent(delivery, attempt, outcome, int((time.monotonic() - started) * 1000)))
         if isinstance(outcome, ProviderError) and outcome.status_code == 429:
-            return sent, outcome
-    return sent, None
+            break
+    return sent
 
 
 def _message_extras(channel: str, deliveries: list[Delivery], targets: dict) -> dict:
@@ -410,7 +505,9 @@ def _message(delivery: Delivery, headers: dict | None = None, target: dict | Non
     )
 
 
-def _record(sent: list[_Sent], changes: list[StatusChange]) -> tuple[dict[str, str], list]:
+def _record(
+    sent: list[_Sent], changes: list[StatusChange], chain: list[Link], link: Link
+) -> tuple[dict[str, str], list]:
     """Write a flush's statuses (one statement, whatever its size), set its attempts'
     outcomes for the caller to write, and add its events to `changes`. Returns the new statuses of the deliveries it moved, and the ids
     of those a provider callback had already moved on (they keep their status)."""
@@ -420,7 +517,7 @@ def _record(sent: list[_Sent], changes: list[StatusChange]) -> tuple[dict[str, s
     ours: list[StatusChange] = []
     retry_now: list[tuple[Delivery, float]] = []
     for item in sent:
-        _apply(item, finished, ours, retry_now)
+        _apply(item, finished, ours, retry_now, chain, link)
     errors = [item for item in sent if isinstance(item.outcome, ProviderError)]
     unsubscribed_errors_suppress(
         reports=[
@@ -448,16 +545,20 @@ def _record(sent: list[_Sent], changes: list[StatusChange]) -> tuple[dict[str, s
     if overtaken:
         _keep_overtaken(overtaken, finished)
     retries = [(d, delay) for d, delay in retry_now if d.pk in movable]
-    if retries:
-        enqueue_dispatch(
-            [Dispatch(d.pk, d.channel, d.attempt_count) for d, _ in retries],
-            countdown=max(delay for _, delay in retries),
-        )
+    # Failovers go at once, to the next provider; retries after their backoff.
+    for now_or_later in ([r for r in retries if r[1] == 0], [r for r in retries if r[1] > 0]):
+        if now_or_later:
+            enqueue_dispatch(
+                [Dispatch(d.pk, d.channel, d.attempt_count) for d, _ in now_or_later],
+                countdown=max(delay for _, delay in now_or_later),
+            )
     moved = {str(item.delivery.pk): item.delivery.status for item in sent if item.delivery.pk in movable}
     return moved, [item.delivery.pk for item in overtaken]
 
 
-def _apply(item: _Sent, finished: datetime, changes: list[StatusChange], retry_now: list) -> None:
+def _apply(
+    item: _Sent, finished: datetime, changes: list[StatusChange], retry_now: list, chain: list[Link], link: Link
+) -> None:
     """Set the in-memory attempt and delivery to what the provider's answer means."""
     delivery, attempt, outcome = item.delivery, item.attempt, item.outcome
     attempt.finished_at, attempt.duration_ms = finished, item.duration_ms
@@ -465,13 +566,12 @@ def _apply(item: _Sent, finished: datetime, changes: list[StatusChange], retry_n
     if isinstance(outcome, SendResult):
         attempt.outcome = DeliveryAttempt.Outcome.SUCCESS
         attempt.response_code, attempt.provider_message_id = outcome.response_code, outcome.provider_message_id
+        attempt.cost, attempt.currency = _cost(delivery, link)
         delivery.status, delivery.sent_at = outcome.status, finished
-        delivery.provider, delivery.provider_message_id, delivery.cost = (
-            attempt.provider,
-            outcome.provider_message_id,
-            outcome.cost,
-        )
+        delivery.provider, delivery.provider_message_id = attempt.provider, outcome.provider_message_id
+        delivery.cost = str(attempt.cost) if attempt.cost is not None else outcome.cost
         delivery.next_attempt_at, delivery.enqueued_at, delivery.error_code, delivery.error_message = None, None, "", ""
+        delivery.providers_tried = []
         changes.append(
             StatusChange(
                 delivery.pk,
@@ -479,7 +579,7 @@ def _apply(item: _Sent, finished: datetime, changes: list[StatusChange], retry_n
                 outcome.status,
                 "dispatch",
                 finished,
-                detail=f"accepted by {attempt.provider}",
+                detail=f"accepted by {link.label}",
             )
         )
         return
@@ -488,6 +588,23 @@ def _apply(item: _Sent, finished: datetime, changes: list[StatusChange], retry_n
     attempt.response_code, attempt.error = error.status_code, error.message[:2000]
     attempt.retry_after_seconds = error.retry_after
     delivery.error_code, delivery.error_message = (error.code or "")[:64], error.message[:2000]
+    if provider_failure(error):
+        tried = [*dict.fromkeys([*(delivery.providers_tried or ()), link.key])]
+        following = [other for other in chain if other.key not in tried]
+        if following:
+            # The next provider of the chain takes it now. Each provider gets at least
+            # one attempt, even when this one used the last of the delivery's.
+            delivery.providers_tried = tried
+            delivery.max_attempts = max(delivery.max_attempts, delivery.attempt_count + 1)
+            delivery.status, delivery.next_attempt_at, delivery.enqueued_at = DeliveryStatus.QUEUED, finished, finished
+            retry_now.append((delivery, 0))
+            detail = f"failing over from {link.label} to {following[0].label}: {error.message}"
+            changes.append(
+                StatusChange(delivery.pk, DeliveryStatus.SENDING, delivery.status, "dispatch", finished, detail)
+            )
+            return
+        # The chain is done for this round: a retry starts again from its first provider.
+        delivery.providers_tried = []
     if error.retryable and delivery.attempt_count < delivery.max_attempts:
         delay = retry_delay(attempt=delivery.attempt_count, retry_after=error.retry_after)
         delivery.status, delivery.next_attempt_at = DeliveryStatus.QUEUED, finished + timedelta(seconds=delay)
@@ -500,8 +617,19 @@ def _apply(item: _Sent, finished: datetime, changes: list[StatusChange], retry_n
     else:
         delivery.status, delivery.failed_at = DeliveryStatus.FAILED, finished
         delivery.next_attempt_at, delivery.enqueued_at = None, None
-        detail = f"{'gave up after retries' if error.retryable else 'permanent error'}: {error.message}"
+        if len(chain) > 1 and provider_failure(error):
+            detail = f"every provider failed: {error.message}"
+        else:
+            detail = f"{'gave up after retries' if error.retryable else 'permanent error'}: {error.message}"
     changes.append(StatusChange(delivery.pk, DeliveryStatus.SENDING, delivery.status, "dispatch", finished, detail))
+
+
+def _cost(delivery: Delivery, link: Link) -> tuple[Decimal | None, str]:
+    """What an accepted message cost: the provider record's price, per segment for SMS."""
+    if link.cost_per_message is None:
+        return None, ""
+    units = max(delivery.segments, 1) if delivery.channel == Channel.SMS else 1
+    return link.cost_per_message * units, link.currency
 
 
 def _keep_overtaken(overtaken: list[_Sent], finished: datetime) -> None:
@@ -513,24 +641,25 @@ def _keep_overtaken(overtaken: list[_Sent], finished: datetime) -> None:
     Delivery.objects.filter(pk__in=[d.pk for d in accepted], sent_at__isnull=True).update(sent_at=finished)
 
 
-def _release(
+def _put_back(
+    deliveries: list[Delivery],
     *,
-    handed: list[tuple[Delivery, DeliveryAttempt]],
-    not_handed: list[Delivery],
-    error: ProviderError,
-    changes: list[StatusChange],
+    delay: float,
+    handed: list[tuple[Delivery, DeliveryAttempt]] = (),
+    changes: list[StatusChange] | None = None,
+    detail: str = "",
 ) -> dict[str, str]:
-    """Put back, unsent, the deliveries a throttling provider kept us from sending: they
-    keep their attempt count and go out after the provider's Retry-After."""
-    deliveries = [d for d, _ in handed] + not_handed
+    """Put claimed deliveries back in the queue unsent, their attempt count as it was,
+    to be dispatched again after `delay`; those already handed off lose their pending
+    attempt and get an event saying why."""
     if not deliveries:
         return {}
     now = timezone.now()
-    delay = retry_delay(attempt=1, retry_after=error.retry_after)
     sweep_waits = waits_for_sweep(delay)
-    DeliveryAttempt.objects.filter(
-        delivery_id__in=[d.pk for d, _ in handed], outcome=DeliveryAttempt.Outcome.PENDING
-    ).delete()
+    if handed:
+        DeliveryAttempt.objects.filter(
+            delivery_id__in=[d.pk for d, _ in handed], outcome=DeliveryAttempt.Outcome.PENDING
+        ).delete()
     Delivery.objects.filter(pk__in=[d.pk for d in deliveries], status=DeliveryStatus.SENDING).update(
         status=DeliveryStatus.QUEUED,
         attempt_count=F("attempt_count") - 1,
@@ -538,17 +667,11 @@ def _release(
         enqueued_at=None if sweep_waits else now,
         updated_at=now,
     )
-    changes += [
-        StatusChange(
-            d.pk,
-            DeliveryStatus.SENDING,
-            DeliveryStatus.QUEUED,
-            "dispatch",
-            now,
-            detail=f"not sent: the provider is throttling; retry in {delay:.1f}s",
-        )
-        for d, _ in handed
-    ]
+    if changes is not None:
+        changes += [
+            StatusChange(d.pk, DeliveryStatus.SENDING, DeliveryStatus.QUEUED, "dispatch", now, detail=detail)
+            for d, _ in handed
+        ]
     if not sweep_waits:
         enqueue_dispatch([Dispatch(d.pk, d.channel, d.attempt_count - 1) for d in deliveries], countdown=delay)
     return {str(d.pk): DeliveryStatus.QUEUED for d in deliveries}

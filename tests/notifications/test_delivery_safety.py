@@ -5,6 +5,7 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 from notifications import services
@@ -40,7 +41,9 @@ def test_a_stale_duplicate_message_cannot_jump_a_retry_backoff(queued, twilio, s
     # then: it does nothing; only the retry's own message may claim the delivery
     assert outcome == "not-claimed"
     assert twilio.sent_count() == 1
-    assert delivery_dispatch(delivery_id=queued.pk, attempts_before=1) == DeliveryStatus.SENT
+    # the retry's own message, after Retry-After (when the provider's pause is over)
+    with time_machine.travel(queued.next_attempt_at + timedelta(seconds=1)):
+        assert delivery_dispatch(delivery_id=queued.pk, attempts_before=1) == DeliveryStatus.SENT
     assert twilio.sent_count() == 2
 
 

@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 
 from notifications.models import FINAL_STATUSES, PROGRESS_RANK, Delivery, DeliveryStatus
-from notifications.services import can_move, delivery_dispatch, delivery_track, dispatch
+from notifications.services import can_move, delivery_dispatch, delivery_track
 from providers.base import OutboundMessage, Provider, SendResult
 from providers.registry import provider_for_channel
 from tests.factories import make_template
@@ -74,7 +74,7 @@ def test_an_unexpected_provider_exception_is_a_retryable_attempt(
     queued, monkeypatch, django_capture_on_commit_callbacks
 ):
     # given
-    monkeypatch.setattr(dispatch, "providers_for", lambda channel, address="": [ExplodingProvider(timeout=1)])
+    monkeypatch.setattr("providers.registry.provider_build", lambda kind, config=None: ExplodingProvider(timeout=1))
     before = timezone.now()
     # when
     with django_capture_on_commit_callbacks() as callbacks:
@@ -99,7 +99,7 @@ def test_an_unexpected_provider_exception_is_a_retryable_attempt(
 
 
 def test_an_unexpected_exception_on_the_last_attempt_fails_the_delivery(queued, monkeypatch):
-    monkeypatch.setattr(dispatch, "providers_for", lambda channel, address="": [ExplodingProvider(timeout=1)])
+    monkeypatch.setattr("providers.registry.provider_build", lambda kind, config=None: ExplodingProvider(timeout=1))
     Delivery.objects.filter(pk=queued.pk).update(max_attempts=1)
     assert delivery_dispatch(delivery_id=queued.pk) == "failed"
     queued.refresh_from_db()
@@ -116,7 +116,7 @@ def test_a_misconfigured_channel_fails_at_once(queued, twilio, settings):
     assert queued.status == "failed"
     assert queued.error_message == "BEACON_SMS_PROVIDER='no-such-provider' is not a provider for sms."
     attempt = queued.attempts.get()
-    assert (attempt.provider, attempt.outcome) == ("", "permanent")
+    assert (attempt.provider, attempt.outcome) == ("no-such-provider", "permanent")
     assert twilio.sent_count() == 0
 
 

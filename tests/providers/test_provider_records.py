@@ -88,6 +88,7 @@ def test_create_reads_back_masked_and_lists_by_channel_and_priority(alice_api):
         "burst": 10,
         "cost_per_message": "0.007900",
         "currency": "USD",
+        "health": {**created["health"], "status": "healthy", "attempts": 0},
         "created_at": created["created_at"],
         "updated_at": created["updated_at"],
     }

@@ -1,0 +1,237 @@
+"""Failover along an account's chain of providers, the circuit breaker in the send path,
+and each attempt's cost: two Twilio doubles are the account's first and second SMS
+providers, driven through the real twilio client."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from notifications.models import Delivery, DeliveryAttempt
+from providers.health import providers_health
+from providers.services import provider_config_create
+from tests.doubles.twilio import INVALID_NUMBER, TwilioDouble
+from tests.factories import make_template
+from tests.notifications.factories import SEND_URL, sms_request
+
+pytestmark = pytest.mark.django_db
+
+FIRST_SID, FIRST_TOKEN = "AC" + "1" * 32, "first-twilio-token"
+SECOND_SID, SECOND_TOKEN = "AC" + "2" * 32, "second-twilio-token"
+
+
+@pytest.fixture(scope="module")
+def doubles():
+    first = TwilioDouble(account_sid=FIRST_SID, auth_token=FIRST_TOKEN).start()
+    second = TwilioDouble(account_sid=SECOND_SID, auth_token=SECOND_TOKEN).start()
+    yield first, second
+    first.stop()
+    second.stop()
+
+
+@pytest.fixture
+def chain(alice, doubles, twilio, settings):
+    """alice's SMS chain: "first" (priority 10) then "second" (priority 20)."""
+    settings.BEACON_ALLOW_PRIVATE_TARGETS = True  # the doubles listen on loopback
+    settings.BEACON_RETRY_BASE_SECONDS = 0.01
+    first, second = doubles
+    first.reset()
+    second.reset()
+    make_template(alice)
+    records = [
+        provider_config_create(
+            alice,
+            name=name,
+            channel="sms",
+            kind="twilio",
+            priority=priority,
+            credentials={"account_sid": sid, "auth_token": token},
+            settings={"from_number": "+15005550009", "api_base_url": double.base_url},
+            cost_per_message="0.0075",
+            currency="USD",
+        )
+        for name, priority, sid, token, double in (
+            ("first", 10, FIRST_SID, FIRST_TOKEN, first),
+            ("second", 20, SECOND_SID, SECOND_TOKEN, second),
+        )
+    ]
+    return first, second, records
+
+
+def send(api, capture, **overrides) -> Delivery:
+    body = {name: value for name, value in sms_request(**overrides).items() if value is not None}
+    with capture(execute=True):
+        response = api.post(SEND_URL, body, format="json")
+    assert response.status_code == 202, response.json()
+    return Delivery.objects.get(pk=response.json()["deliveries"][0]["id"])
+
+
+def attempts_of(delivery) -> list[tuple]:
+    return list(
+        DeliveryAttempt.objects.filter(delivery=delivery)
+        .order_by("number")
+        .values_list("number", "provider_config__name", "outcome", "response_code")
+    )
+
+
+def details(delivery) -> list[str]:
+    return list(delivery.events.order_by("occurred_at", "pk").values_list("detail", flat=True))
+
+
+SERVER_ERROR = (500, {}, {"code": 20500, "message": "Internal Server Error", "status": 500})
+UNAUTHORIZED = (401, {}, {"code": 20003, "message": "Authenticate", "status": 401})
+THROTTLED = (429, {"Retry-After": "30"}, {"code": 20429, "message": "Too Many Requests", "status": 429})
+
+
+@pytest.mark.parametrize(
+    "answer, code",
+    [(SERVER_ERROR, 500), (UNAUTHORIZED, 401), (THROTTLED, 429)],
+    ids=["500", "401", "429"],
+)
+def test_a_provider_failure_moves_the_delivery_to_the_next_provider(
+    alice_api, chain, django_capture_on_commit_callbacks, answer, code
+):
+    # given: the first provider fails once
+    first, second, (one, two) = chain
+    first.script = [answer]
+    # when
+    delivery = send(alice_api, django_capture_on_commit_callbacks)
+    # then: the second delivered it; each provider saw exactly one request
+    delivery.refresh_from_db()
+    assert delivery.status == "sent"
+    assert (first.sent_count(), second.sent_count()) == (1, 1)
+    outcome = "permanent" if code == 401 else "retryable"
+    assert attempts_of(delivery) == [(1, "first", outcome, code), (2, "second", "success", 201)]
+    assert delivery.providers_tried == []
+    assert any(d.startswith("failing over from first (twilio) to second (twilio)") for d in details(delivery))
+    assert details(delivery)[-1] == "accepted by second (twilio)"
+
+
+def test_a_timeout_fails_over(alice_api, chain, settings, django_capture_on_commit_callbacks):
+    # given: the first provider stalls past the provider timeout
+    first, second, _ = chain
+    settings.PROVIDER_TIMEOUT_SECONDS = 0.3
+    first.delay = 1.0
+    # when
+    delivery = send(alice_api, django_capture_on_commit_callbacks)
+    # then
+    delivery.refresh_from_db()
+    assert delivery.status == "sent"
+    assert [a[1:3] for a in attempts_of(delivery)] == [("first", "retryable"), ("second", "success")]
+    assert second.sent_count() == 1
+
+
+def test_an_error_about_the_recipient_does_not_fail_over(alice_api, chain, django_capture_on_commit_callbacks):
+    # given
+    first, second, _ = chain
+    # when: the number is invalid
+    delivery = send(alice_api, django_capture_on_commit_callbacks, recipient={"phone": INVALID_NUMBER, "name": "Ana"})
+    # then: failed on the first provider, the second never asked
+    delivery.refresh_from_db()
+    assert delivery.status == "failed"
+    assert attempts_of(delivery) == [(1, "first", "permanent", 400)]
+    assert second.sent_count() == 0
+
+
+def test_when_every_provider_fails_the_retry_starts_again_from_the_first(
+    alice_api, chain, settings, django_capture_on_commit_callbacks
+):
+    # given: both fail once; the retry (after its backoff) finds the first healthy again
+    first, second, _ = chain
+    first.script = [SERVER_ERROR]
+    second.script = [SERVER_ERROR]
+    # when
+    delivery = send(alice_api, django_capture_on_commit_callbacks)
+    # then
+    delivery.refresh_from_db()
+    assert delivery.status == "sent"
+    assert [a[1:] for a in attempts_of(delivery)] == [
+        ("first", "retryable", 500),
+        ("second", "retryable", 500),
+        ("first", "success", 201),
+    ]
+    assert (first.sent_count(), second.sent_count()) == (2, 1)
+
+
+def test_a_delivery_out_of_attempts_still_gets_one_on_the_next_provider(
+    alice_api, chain, settings, django_capture_on_commit_callbacks
+):
+    # given: one attempt per delivery; the first provider is broken
+    settings.BEACON_MAX_ATTEMPTS = 1
+    first, second, _ = chain
+    first.script = [SERVER_ERROR]
+    # when
+    delivery = send(alice_api, django_capture_on_commit_callbacks)
+    # then
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempt_count, delivery.max_attempts) == ("sent", 2, 2)
+
+
+def test_when_the_last_provider_fails_on_the_last_attempt_the_delivery_fails(
+    alice_api, chain, settings, django_capture_on_commit_callbacks
+):
+    settings.BEACON_MAX_ATTEMPTS = 1
+    first, second, _ = chain
+    first.script = [SERVER_ERROR]
+    second.script = [UNAUTHORIZED]
+    delivery = send(alice_api, django_capture_on_commit_callbacks)
+    delivery.refresh_from_db()
+    assert delivery.status == "failed"
+    assert details(delivery)[-1].startswith("every provider failed: ")
+
+
+def test_a_throttling_provider_is_paused_for_every_delivery(alice_api, chain, django_capture_on_commit_callbacks):
+    # given: the first answered 429 with Retry-After: 30
+    first, second, (one, _) = chain
+    first.script = [THROTTLED]
+    send(alice_api, django_capture_on_commit_callbacks)
+    # when: more are sent within the pause
+    later = [send(alice_api, django_capture_on_commit_callbacks) for _ in range(3)]
+    # then: they go straight to the second; the first sees nothing more
+    assert first.sent_count() == 1
+    assert second.sent_count() == 4
+    assert all(attempts_of(d) == [(1, "second", "success", 201)] for d in later)
+    assert providers_health([f"record:{one.pk}"])[f"record:{one.pk}"]["paused_until"] is not None
+
+
+def test_the_breaker_opens_and_later_deliveries_skip_the_failing_provider(
+    alice_api, chain, settings, django_capture_on_commit_callbacks
+):
+    # given: the first provider fails the threshold's worth of deliveries
+    settings.BEACON_BREAKER_THRESHOLD = 3
+    settings.BEACON_BREAKER_COOLDOWN_SECONDS = 60
+    first, second, (one, _) = chain
+    first.script = [SERVER_ERROR] * 3
+    for _ in range(3):
+        send(alice_api, django_capture_on_commit_callbacks)
+    assert first.sent_count() == 3
+    health = providers_health([f"record:{one.pk}"])[f"record:{one.pk}"]
+    assert (health["status"], health["breaker"]) == ("down", "open")
+    # when: the next one is sent during the cool-down
+    skipped = send(alice_api, django_capture_on_commit_callbacks)
+    # then: no request reaches the first; no attempt is spent on it
+    assert first.sent_count() == 3
+    assert attempts_of(skipped) == [(1, "second", "success", 201)]
+    # when: after the cool-down, one probe goes to the first and closes the breaker
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+        probe = send(alice_api, django_capture_on_commit_callbacks)
+        after = send(alice_api, django_capture_on_commit_callbacks)
+    assert attempts_of(probe) == [(1, "first", "success", 201)]
+    assert attempts_of(after) == [(1, "first", "success", 201)]
+    assert first.sent_count() == 5
+
+
+def test_each_accepted_attempt_records_its_cost_by_segment(alice_api, chain, django_capture_on_commit_callbacks):
+    # given: a body of two GSM-7 segments; the first provider fails, the second accepts
+    first, _, _ = chain
+    first.script = [SERVER_ERROR]
+    # when
+    delivery = send(alice_api, django_capture_on_commit_callbacks, template=None, context=None, message="x" * 200)
+    # then: the failed attempt cost nothing; the accepted one 2 x 0.0075 USD
+    delivery.refresh_from_db()
+    assert delivery.segments == 2
+    costs = list(DeliveryAttempt.objects.filter(delivery=delivery).order_by("number").values_list("cost", "currency"))
+    assert costs == [(None, ""), (Decimal("0.015"), "USD")]
+    assert Decimal(delivery.cost) == Decimal("0.015")
