@@ -15,6 +15,7 @@ from .api import (
     twilio_status_callback_view,
 )
 from .bookings_api import BookingEventsView, ScheduleViewSet
+from .stats_api import DeliveryStatsView
 
 router = DefaultRouter()
 router.register("templates", TemplateViewSet, basename="template")
@@ -33,5 +34,6 @@ urlpatterns = [
     path("sms-inbound/", SmsInboundView.as_view(), name="sms-inbound"),
     path("templates/<uuid:pk>/test/", TemplateTestView.as_view(), name="template-test"),
     path("<uuid:pk>/resend/", ResendView.as_view(), name="resend"),
+    path("stats/", DeliveryStatsView.as_view(), name="stats"),
     path("", include(router.urls)),
 ]
