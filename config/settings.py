@@ -352,6 +352,19 @@ BEACON_BREAKER_PROBE_SECONDS = env_float("BEACON_BREAKER_PROBE_SECONDS", 2 * PRO
 # A provider's health is read over this window; under this success rate it is degraded.
 BEACON_HEALTH_WINDOW_SECONDS = env_int("BEACON_HEALTH_WINDOW_SECONDS", 300, minimum=60)
 BEACON_HEALTH_DEGRADED_BELOW = env_float("BEACON_HEALTH_DEGRADED_BELOW", 0.9, minimum=0.0)
+# Rate limits, as token buckets shared by every worker (a rate of 0 is no limit): the
+# platform's providers ("twilio=100:20,fcm=500": kind=per second[:burst]; an account's
+# provider records carry their own), every account, and every recipient address. A
+# batch waits up to BEACON_RATE_LIMIT_MAX_WAIT_SECONDS for its tokens; a longer wait goes
+# back to the queue.
+BEACON_PROVIDER_RATE_LIMITS = env_str("BEACON_PROVIDER_RATE_LIMITS")
+BEACON_ACCOUNT_RATE_LIMIT_PER_SECOND = env_float("BEACON_ACCOUNT_RATE_LIMIT_PER_SECOND", 0.0, minimum=0.0)
+BEACON_ACCOUNT_RATE_LIMIT_BURST = env_int("BEACON_ACCOUNT_RATE_LIMIT_BURST", 0, minimum=0)
+BEACON_RECIPIENT_RATE_LIMIT_PER_SECOND = env_float("BEACON_RECIPIENT_RATE_LIMIT_PER_SECOND", 0.0, minimum=0.0)
+BEACON_RECIPIENT_RATE_LIMIT_BURST = env_int("BEACON_RECIPIENT_RATE_LIMIT_BURST", 0, minimum=0)
+BEACON_RATE_LIMIT_MAX_WAIT_SECONDS = env_float("BEACON_RATE_LIMIT_MAX_WAIT_SECONDS", 5.0, minimum=0.0)
+# A provider's limit is paced this share below (its clock counts arrivals, ours departures).
+BEACON_RATE_LIMIT_HEADROOM = env_float("BEACON_RATE_LIMIT_HEADROOM", 0.03, minimum=0.0)
 # How long a provider that answers 429 without Retry-After is left alone.
 BEACON_THROTTLE_PAUSE_SECONDS = env_float("BEACON_THROTTLE_PAUSE_SECONDS", 5.0, minimum=0.0)
 # Outbound URLs (chat webhooks) must reach a public address; true lets them reach loopback

@@ -22,6 +22,7 @@ from .chat import DiscordWebhookProvider, SlackWebhookProvider, TeamsWebhookProv
 from .console import ConsoleProvider
 from .email import EMAIL_PROVIDERS
 from .health import provider_key, providers_health
+from .limits import NO_LIMIT, Limit, platform_limit
 from .push import FcmProvider, WebPushProvider
 from .twilio_sms import TwilioSmsProvider
 from .webhook import WebhookProvider
@@ -175,6 +176,7 @@ class Link:
     name: str = ""
     cost_per_message: Decimal | None = None
     currency: str = ""
+    limit: Limit = NO_LIMIT
 
     @property
     def label(self) -> str:
@@ -217,7 +219,7 @@ def provider_chain(channel: str, address: str, records: list) -> list[Link]:
             setting = CHANNEL_SETTINGS.get(channel)
             return [Link(None, None, error, kind=str(getattr(settings, setting, "")) if setting else "")]
         provider = provider_build(kind)
-        return [Link(provider, kind=provider.kind)]
+        return [Link(provider, kind=provider.kind, limit=platform_limit(provider.kind))]
     from .services import provider_config_adapter
 
     links = []
@@ -229,6 +231,7 @@ def provider_chain(channel: str, address: str, records: list) -> list[Link]:
             "name": record.name,
             "cost_per_message": record.cost_per_message,
             "currency": record.currency,
+            "limit": Limit.of(record.rate_limit_per_second, record.burst),
         }
         try:
             provider = provider_config_adapter(record)

@@ -13,6 +13,7 @@ operator, and sends again, automatically, the claimed deliveries that have no at
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from preferences.models import Suppression, address_hash
 from providers.base import OutboundMessage, ProviderConfigurationError, ProviderError, SendResult
 from providers.channels import CHANNELS
 from providers.health import Admission, Outcomes, provider_admit, provider_pause, provider_record
+from providers.limits import NO_LIMIT, provider_token_wait, tokens_take
 from providers.registry import Link, account_records, provider_chain
 from templates.models import Category, Channel
 
@@ -331,10 +333,19 @@ def _dispatch_channel(
     pending, sent, unsent, stopped = list(claimed), [], [], None
     renewed = time.monotonic()
     while True:
-        chunk, pending = ([], pending) if stopped else (pending[:size], pending[size:])
+        waiting: dict = {}
+        if stopped:
+            chunk = []
+        elif provider is None:
+            chunk, pending = pending[:size], pending[size:]
+        else:
+            chunk, pending, waiting = _paced(pending, size)
         changes: list[StatusChange] = []
         with transaction.atomic():
             recorded, overtaken = _record(sent, changes, chain, link)
+            if waiting:
+                # Over a rate limit: back to the queue, unsent, until their tokens are due.
+                recorded.update(_wait_out(waiting))
             if stopped is not None:
                 # The rest of the batch waits rather than hammering the provider: it goes
                 # to the next provider of the chain, or out together after the pause.
@@ -360,12 +371,49 @@ def _dispatch_channel(
             outcomes.update({str(pk): status for pk, status in current})
         if not chunk:
             return outcomes
+        token_wait = 0.0
         if provider is None:
             sent = [_Sent(d, a, link.error, 0) for d, a in zip(chunk, attempts, strict=True)]
         else:
-            sent = _send(provider, chunk, attempts, extras)
+            sent, token_wait = _send(link, chunk, attempts, extras)
         unsent = list(zip(chunk[len(sent) :], attempts[len(sent) :], strict=True))
         stopped = _provider_watch(link, sent, chain)
+        if stopped is None and token_wait:
+            stopped = (f"not sent: {link.label}'s rate limit; retry in {token_wait:.1f}s", token_wait)
+
+
+def _paced(pending: list[Delivery], size: int) -> tuple[list[Delivery], list[Delivery], dict]:
+    """The next flush: those of the next `size` deliveries their account's and
+    recipient's rate limits let through now (one shared-state round trip when a limit is
+    set), the deliveries still to send, and those that must wait, with their seconds."""
+    waiting: dict = {}
+    while pending:
+        chunk, pending = pending[:size], pending[size:]
+        grant = tokens_take(
+            provider_key="",
+            provider=NO_LIMIT,
+            messages=[(d.account_id, address_hash(d.channel, d.to)) for d in chunk],
+        )
+        granted = [d for d, wait in zip(chunk, grant.waits, strict=True) if wait == 0]
+        waiting.update({d: wait for d, wait in zip(chunk, grant.waits, strict=True) if wait})
+        if granted:
+            return granted, pending, waiting
+    return [], [], waiting
+
+
+def _wait_out(waiting: dict) -> dict[str, str]:
+    """Put back unsent the deliveries over a rate limit, each for its wait, rounded up to a
+    tenth of a second under one second and to whole seconds beyond: one statement per
+    distinct wait."""
+    by_delay: dict[float, list] = {}
+    for delivery, wait in waiting.items():
+        step = 0.1 if wait < 1 else 1.0
+        by_delay.setdefault(round(math.ceil(wait / step) * step, 1), []).append(delivery)
+    outcomes = {}
+    for delay, deliveries in by_delay.items():
+        outcomes.update(_put_back(deliveries, delay=delay))
+    logger.info("%d deliveries wait for their rate limits", len(waiting))
+    return outcomes
 
 
 def _provider_watch(link: Link, sent: list[_Sent], chain: list[Link]) -> tuple[str, float] | None:
@@ -440,12 +488,22 @@ def _attempts_write(attempts: list[DeliveryAttempt]) -> None:
     rows_upsert(DeliveryAttempt, attempts, unique_fields=["delivery", "number"], update_fields=ATTEMPT_RESULT_FIELDS)
 
 
-def _send(provider, chunk: list[Delivery], attempts: list[DeliveryAttempt], extras: dict) -> list[_Sent]:
-    """Send a flush; stop at a throttling answer (429), leaving the rest unsent."""
+def _send(
+    link: Link, chunk: list[Delivery], attempts: list[DeliveryAttempt], extras: dict
+) -> tuple[list[_Sent], float]:
+    """Send a flush, each request after its token of the provider's rate limit; stop at a
+    throttling answer (429), or when the next token is further off than a batch should
+    wait (then also returned: the wait), leaving the rest unsent."""
+    provider = link.provider
     messages = [_message(d, **extras.get(d.pk, {})) for d in chunk]
     stream = iter(provider.send_many(messages))
+    most = settings.BEACON_RATE_LIMIT_MAX_WAIT_SECONDS
     sent: list[_Sent] = []
     for delivery, attempt in zip(chunk, attempts, strict=True):
+        if link.limit.limited:
+            wait = provider_token_wait(link.key, link.limit, most=most)
+            if wait:
+                return sent, wait
         started = time.monotonic()
         try:
             outcome = next(stream)
@@ -457,7 +515,7 @@ def _send(provider, chunk: list[Delivery], attempts: list[DeliveryAttempt], extr
         sent.append(_Sent(delivery, attempt, outcome, int((time.monotonic() - started) * 1000)))
         if isinstance(outcome, ProviderError) and outcome.status_code == 429:
             break
-    return sent
+    return sent, 0.0
 
 
 def _message_extras(channel: str, deliveries: list[Delivery], targets: dict) -> dict:

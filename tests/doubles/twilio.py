@@ -59,6 +59,10 @@ class TwilioDouble(HttpDouble):
         self.callbacks: list[dict] = []  # (url, status, response code) of callbacks posted
         self.request_received = threading.Event()
         self._callback_threads: list[threading.Thread] = []
+        # A rate limit like Twilio's: over `limit` requests in any second, a 429.
+        self.limit: int | None = None
+        self.arrivals: list[float] = []  # monotonic time of each request
+        self.throttled = 0
 
     def stop(self) -> None:
         self.wait_for_callbacks()
@@ -67,11 +71,24 @@ class TwilioDouble(HttpDouble):
     def reset(self) -> None:
         super().reset()
         with self.lock:
+            self.limit, self.throttled = None, 0
+            self.arrivals.clear()
             self.callbacks.clear()
             self.delay = 0.0
             self.callback_statuses = []
             self.call_callback_statuses = []
             self.request_received.clear()
+
+    def busiest_second(self) -> int:
+        """The most requests that arrived within any one second."""
+        with self.lock:
+            stamps = list(self.arrivals)
+        most, start = 0, 0
+        for end, stamp in enumerate(stamps):
+            while stamp - stamps[start] >= 1:
+                start += 1
+            most = max(most, end - start + 1)
+        return most
 
     def wait_for_callbacks(self, timeout: float = 10) -> None:
         for thread in list(self._callback_threads):
@@ -89,6 +106,11 @@ class TwilioDouble(HttpDouble):
         if auth != f"{self.account_sid}:{self.auth_token}" or match["sid"] != self.account_sid:
             return 401, {}, {"code": 20003, "message": "Authenticate", "status": 401}
         with self.lock:
+            now = time.monotonic()
+            self.arrivals.append(now)
+            if self.limit is not None and sum(1 for t in self.arrivals[-self.limit - 1 :] if now - t < 1) > self.limit:
+                self.throttled += 1
+                return 429, {"Retry-After": "1"}, {"code": 20429, "message": "Too Many Requests", "status": 429}
             self.requests.append(form)
             scripted = self.next_scripted()
         self.request_received.set()

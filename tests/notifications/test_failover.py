@@ -10,6 +10,7 @@ import time_machine
 from django.utils import timezone
 
 from notifications.models import Delivery, DeliveryAttempt
+from notifications.services import delivery_dispatch
 from providers.health import providers_health
 from providers.services import provider_config_create
 from tests.doubles.twilio import INVALID_NUMBER, TwilioDouble
@@ -235,3 +236,60 @@ def test_each_accepted_attempt_records_its_cost_by_segment(alice_api, chain, dja
     costs = list(DeliveryAttempt.objects.filter(delivery=delivery).order_by("number").values_list("cost", "currency"))
     assert costs == [(None, ""), (Decimal("0.015"), "USD")]
     assert Decimal(delivery.cost) == Decimal("0.015")
+
+
+# --- Rate limits in the send path -----------------------------------------------------------
+
+
+def test_a_record_s_rate_limit_paces_a_batch_under_the_provider_s_own_limit(
+    alice, alice_api, chain, django_capture_on_commit_callbacks
+):
+    # given: the first provider allows 25 requests a second; its record asks for 20 (burst 5)
+    first, second, (one, _) = chain
+    one.rate_limit_per_second, one.burst = 20, 5
+    one.save()
+    first.limit = 25
+    recipients = [{"phone": f"+1415555{n:04d}"} for n in range(40)]
+    # when: one batch of 40 (one dispatch task)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_api.post(
+            "/api/v1/notifications/send/batch/",
+            {"channel": "sms", "message": "Paced", "recipients": recipients},
+            format="json",
+        )
+    assert response.status_code == 202, response.json()
+    # then: every one sent through the first, none refused, never over its limit
+    assert Delivery.objects.filter(status="sent").count() == 40
+    assert (first.sent_count(), first.throttled, second.sent_count()) == (40, 0, 0)
+    assert first.busiest_second() <= 25
+    # the batch waited for its tokens: 35 beyond the burst at 20 a second
+    span = first.arrivals[-1] - first.arrivals[0]
+    assert span >= 35 / 20 - 0.1
+
+
+def test_a_recipient_over_its_limit_is_delayed_not_dropped(
+    alice_api, chain, settings, django_capture_on_commit_callbacks
+):
+    # given: one message a second per recipient
+    settings.BEACON_RECIPIENT_RATE_LIMIT_PER_SECOND = 1
+    settings.BEACON_RECIPIENT_RATE_LIMIT_BURST = 1
+    first, _, _ = chain
+    sent = send(alice_api, django_capture_on_commit_callbacks)
+    # when: a second one to the same number within the second (its retry task not run here)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = alice_api.post(SEND_URL, sms_request(), format="json")
+        delayed = Delivery.objects.get(pk=response.json()["deliveries"][0]["id"])
+    for callback in callbacks[:1]:
+        with django_capture_on_commit_callbacks(execute=False):
+            callback()  # the accept's own dispatch task
+    # then: put back in the queue, unsent, due within a second; no attempt counted
+    delayed.refresh_from_db()
+    sent.refresh_from_db()
+    assert sent.status == "sent"
+    assert (delayed.status, delayed.attempt_count) == ("queued", 0)
+    assert 0 < (delayed.next_attempt_at - timezone.now()).total_seconds() <= 1.1
+    assert first.sent_count() == 1
+    # when: its time comes
+    with time_machine.travel(delayed.next_attempt_at + timedelta(seconds=0.05)):
+        assert delivery_dispatch(delivery_id=delayed.pk, attempts_before=0) == "sent"
+    assert first.sent_count() == 2
