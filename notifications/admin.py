@@ -68,7 +68,17 @@ class DeliveryEventInline(ReadOnlyInline):
 
 class DeliveryInline(ReadOnlyInline):
     model = Delivery
-    fields = ("channel", "to", "status", "attempt_count", "provider_message_id", "error_message", "created_at")
+    fields = (
+        "channel",
+        "fallback_rank",
+        "to",
+        "status",
+        "attempt_count",
+        "provider_message_id",
+        "error_message",
+        "created_at",
+    )
+    ordering = ("fallback_rank", "-created_at")
     show_change_link = True
 
 
@@ -94,6 +104,7 @@ class DeliveryAdmin(AccountScopedAdmin, admin.ModelAdmin):
         "channel",
         "address",
         "status",
+        "fallback_rank",
         "attempt_count",
         "provider",
         "created_at",
@@ -127,7 +138,7 @@ class DeliveryAdmin(AccountScopedAdmin, admin.ModelAdmin):
     def resend(self, request, queryset):
         _apply(self, request, queryset, delivery_resend, "Resent")
 
-    @admin.action(description="Cancel selected scheduled or queued deliveries")
+    @admin.action(description="Cancel selected scheduled, queued or standby deliveries")
     def cancel(self, request, queryset):
         _apply(self, request, queryset, delivery_cancel, "Cancelled")
 
@@ -142,10 +153,11 @@ class NotificationAdmin(AccountScopedAdmin, admin.ModelAdmin):
         "channels",
         "priority",
         "category",
+        "fallback",
         "scheduled_for",
         "created_at",
     )
-    list_filter = ("priority", "category", "is_test", "created_at")
+    list_filter = ("priority", "category", "fallback", "is_test", "created_at")
     search_fields = ("=id", "recipient__email", "recipient__phone", "recipient__external_id", "template__key")
     list_select_related = ("account", "recipient", "template")
     date_hierarchy = "created_at"

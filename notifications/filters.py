@@ -17,12 +17,24 @@ class DeliveryLogFilter(django_filters.FilterSet):
         method="filter_recipient", help_text="Recipient email, phone, external id or address sent to."
     )
     notification = django_filters.UUIDFilter(field_name="notification_id")
+    fallback = django_filters.BooleanFilter(
+        field_name="notification__fallback", help_text="Deliveries of notifications that try their channels in order."
+    )
     created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Delivery
-        fields = ["channel", "status", "template", "recipient", "notification", "created_after", "created_before"]
+        fields = [
+            "channel",
+            "status",
+            "template",
+            "recipient",
+            "notification",
+            "fallback",
+            "created_after",
+            "created_before",
+        ]
 
     def filter_template(self, queryset, name, value):
         try:

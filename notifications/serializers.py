@@ -13,7 +13,7 @@ from templates.services import options_clean
 from .models import Delivery, DeliveryAttempt, DeliveryEvent, Priority
 from .receipts import AcceptedSerializer, BatchAcceptedSerializer, DeliveryBriefSerializer
 from .services import Item
-from .services.addresses import missing_addresses, recipient_addresses_fill
+from .services.addresses import missing_addresses, reachable_channels, recipient_addresses_fill
 from .services.webhooks import registered_urls
 
 __all__ = ["AcceptedSerializer", "BatchAcceptedSerializer", "DeliveryBriefSerializer"]
@@ -78,6 +78,14 @@ class RecipientSerializer(serializers.Serializer):
         return attrs
 
 
+def unreachable(channels: list[str], recipient: dict, fallback: bool) -> dict[str, list[str]]:
+    """The recipient fields a send lacks (as missing_addresses): with fallback, only when
+    no channel has an address (a channel without one is recorded as skipped)."""
+    if fallback and reachable_channels(channels, recipient):
+        return {}
+    return missing_addresses(channels, recipient)
+
+
 def unregistered_webhooks(account, channels: list[str], recipients: list[dict]) -> dict[str, dict]:
     """By item index, the webhook URLs that are not one of the account's enabled webhook
     endpoints (the webhook channel posts only to those, signed with their secrets)."""
@@ -105,6 +113,13 @@ class _MessageSerializer(serializers.Serializer):
     subject = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     message = serializers.CharField(required=False, trim_whitespace=False)
     scheduled_for = DateTimeField(required=False, allow_null=True, default=None)
+    fallback = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Try the channels in order: each is used only when the recipient could not be reached on "
+        "the ones before it (no address, suppressed or opted out, or the delivery failed). Needs two channels "
+        "or more. Without it, every channel is sent.",
+    )
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
     category = serializers.ChoiceField(choices=Category.choices, required=False)
     push = JSONObjectField(
@@ -142,6 +157,10 @@ class _MessageSerializer(serializers.Serializer):
         if len(set(channels)) != len(channels):
             raise serializers.ValidationError({"channels": ["A channel may appear only once."]})
         attrs["channels"] = channels
+        if attrs.get("fallback") and len(channels) < 2:
+            raise serializers.ValidationError(
+                {"fallback": ["Fallback tries the channels in order: give at least two channels."]}
+            )
         if attrs.get("push") and "push" not in channels:
             raise serializers.ValidationError({"push": ["Push options need the push channel."]})
         self.validate_recipients_for(attrs)
@@ -164,7 +183,7 @@ class SendSerializer(_MessageSerializer):
         (attrs["recipient"],) = recipient_addresses_fill(
             account=self.context["account"], channels=attrs["channels"], details=[attrs["recipient"]]
         )
-        missing = missing_addresses(attrs["channels"], attrs["recipient"]) or unregistered_webhooks(
+        missing = unreachable(attrs["channels"], attrs["recipient"], attrs["fallback"]) or unregistered_webhooks(
             self.context["account"], attrs["channels"], [attrs["recipient"]]
         ).get("0")
         if missing:
@@ -208,7 +227,7 @@ class BatchSendSerializer(_MessageSerializer):
         )
         errors = unregistered_webhooks(self.context["account"], attrs["channels"], attrs["recipients"])
         for index, item in enumerate(attrs["recipients"]):
-            missing = missing_addresses(attrs["channels"], item)
+            missing = unreachable(attrs["channels"], item, attrs["fallback"])
             if missing:
                 errors[str(index)] = missing
         if errors:
@@ -228,6 +247,7 @@ def accept_arguments(validated: dict) -> dict:
         "scheduled_for": validated["scheduled_for"],
         "priority": validated["priority"],
         "category": validated.get("category"),
+        "fallback": validated["fallback"],
     }
 
 
@@ -246,6 +266,7 @@ def batch_arguments(validated: dict) -> dict:
         "scheduled_for": validated["scheduled_for"],
         "priority": validated["priority"],
         "category": validated.get("category"),
+        "fallback": validated["fallback"],
     }
 
 
@@ -281,6 +302,11 @@ class DeliveryLogSerializer(serializers.ModelSerializer):
     recipient = serializers.SerializerMethodField()
     priority = serializers.CharField(source="notification.priority", read_only=True)
     category = serializers.CharField(source="notification.category", read_only=True)
+    fallback = serializers.BooleanField(
+        source="notification.fallback",
+        read_only=True,
+        help_text="Whether the notification tries its channels in order (see fallback_rank).",
+    )
 
     class Meta:
         model = Delivery
@@ -296,6 +322,8 @@ class DeliveryLogSerializer(serializers.ModelSerializer):
             "recipient",
             "priority",
             "category",
+            "fallback",
+            "fallback_rank",
             "provider",
             "provider_message_id",
             "attempt_count",

@@ -1,6 +1,12 @@
 """Accept: a send (one recipient) or a batch send (up to BEACON_BATCH_MAX_RECIPIENTS) becomes
 Notification and Delivery rows, rendered and decided, written with a few multi-row
-statements in one transaction; dispatch is enqueued after commit, in batches."""
+statements in one transaction; dispatch is enqueued after commit, in batches.
+
+With `fallback` the channels are tried in order (notifications.services.fallback): every
+channel is still rendered and decided here, each delivery carries its channel's rank, the
+first rank the decision lets through is live and the later ranks' deliveries wait as
+standby. A channel the recipient has no address for is recorded as a skipped (suppressed)
+delivery rather than refused, unless no channel has one."""
 
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ from ..models import (
 )
 from ..queue import Dispatch, enqueue_dispatch
 from ..receipts import batch_receipt, receipt
-from .addresses import channel_addresses, recipient_addresses_fill
+from .addresses import channel_addresses, reachable_channels, recipient_addresses_fill, unreachable_reason
 from .decide import Planned, Verdict, deliveries_decide
 from .events import StatusChange, events_published
 from .render import messages_render
@@ -193,10 +199,12 @@ def notification_accept(
     idempotency_key: str = "",
     request_hash: str = "",
     booking=None,
+    fallback: bool = False,
 ) -> Accepted:
     """Write one Notification and a Delivery per channel, rendered and ready, in one
     transaction; dispatch is enqueued after commit. With an idempotency key, a repeat of
-    the same request returns the first answer and sends nothing."""
+    the same request returns the first answer and sends nothing. With `fallback`, the
+    channels are tried in order rather than all at once (see the module docstring)."""
     return _accept(
         account=account,
         channels=channels,
@@ -214,6 +222,7 @@ def notification_accept(
         request_hash=request_hash,
         batch=False,
         booking=booking,
+        fallback=fallback,
     )
 
 
@@ -233,6 +242,7 @@ def notifications_accept_batch(
     idempotency_key: str = "",
     request_hash: str = "",
     bookings: list | None = None,
+    fallback: bool = False,
 ) -> Accepted:
     """One notification per item, validated as a whole: if any item cannot be rendered,
     BatchInvalid names each by its index and nothing is written."""
@@ -253,6 +263,7 @@ def notifications_accept_batch(
         request_hash=request_hash,
         batch=True,
         bookings=bookings,
+        fallback=fallback,
     )
 
 
@@ -275,6 +286,7 @@ def _accept(
     batch: bool,
     booking=None,
     bookings: list | None = None,
+    fallback: bool = False,
 ) -> Accepted:
     if idempotency_key:
         replay = _idempotent_replay(account=account, key=idempotency_key, request_hash=request_hash)
@@ -284,8 +296,13 @@ def _accept(
         account=account, channels=channels, details=[item.recipient for item in items]
     )
     items = [dataclasses.replace(item, recipient=recipient) for item, recipient in zip(items, recipients, strict=True)]
+    # A fallback send renders the channels it can reach; one that reaches none is refused
+    # as any send is (rendering names the missing addresses).
+    channels_of = [
+        (reachable_channels(channels, item.recipient) if fallback else None) or list(channels) for item in items
+    ]
     rendered = _render_items(
-        channels=channels,
+        channels_of=channels_of,
         items=items,
         template=template,
         subject=subject,
@@ -316,9 +333,15 @@ def _accept(
                     category=category,
                     scheduled_for=scheduled_for if scheduled else None,
                     is_test=is_test,
+                    fallback=fallback,
                     booking=booking_of,
                 )
                 for item, person, booking_of in zip(items, people, bookings, strict=True)
+            ]
+            # One delivery per channel, or per device on a device-addressed channel.
+            targets = [
+                _targets(channels, item.recipient, messages, fallback)
+                for item, messages in zip(items, rendered, strict=True)
             ]
             planned = [
                 Planned(
@@ -331,27 +354,32 @@ def _accept(
                     address=address,
                     timezone=person.timezone,
                 )
-                for person, person_details, messages in zip(
-                    people, (item.recipient for item in items), rendered, strict=True
-                )
-                for m in messages
-                for address in channel_addresses(person_details, m.channel)
+                for person, item_targets in zip(people, targets, strict=True)
+                for _, _, m, address in item_targets
+                if m is not None
             ]
             decisions = iter(deliveries_decide(account=account, planned=planned))
             deliveries, changes, schedules = [], [], []
             by_notification: dict = {}
-            for notification, item, messages in zip(notifications, items, rendered, strict=True):
-                by_notification[notification.pk] = []
-                # One delivery per channel, or per device on a device-addressed channel.
-                targets = [(m, a) for m in messages for a in channel_addresses(item.recipient, m.channel)]
-                for m, address in targets:
+            for notification, item, item_targets in zip(notifications, items, targets, strict=True):
+                made = []
+                for rank, channel, m, address in item_targets:
+                    if m is None:
+                        reason = unreachable_reason(item.recipient, channel)
+                        made.append((_skipped_delivery(account, notification, channel, rank, reason), reason))
+                        continue
                     decision = next(decisions)
                     delivery = _new_delivery(account, notification, address, m, decision, send_at, now)
-                    deliveries.append(delivery)
-                    by_notification[notification.pk].append(delivery)
-                    changes.append(StatusChange(delivery.pk, "", delivery.status, source, now, _detail(decision)))
+                    delivery.fallback_rank = rank
+                    made.append((delivery, _detail(decision)))
                     if decision.verdict is not Verdict.SEND:
                         logger.info("delivery %s %s: %s", delivery.pk, decision.verdict.value, _detail(decision))
+                if fallback:
+                    made = _standby_after_live(made, channels)
+                by_notification[notification.pk] = [delivery for delivery, _ in made]
+                for delivery, detail in made:
+                    deliveries.append(delivery)
+                    changes.append(StatusChange(delivery.pk, "", delivery.status, source, now, detail))
                     if scheduled and delivery.status == DeliveryStatus.SCHEDULED:
                         schedules.append(_schedule_of(notification, delivery, send_at))
             rows_insert_many(
@@ -389,8 +417,12 @@ def _accept(
     return Accepted(body=body, notifications=notifications, deliveries=by_notification)
 
 
-def _render_items(*, channels, items: list[Item], template, subject, message, options, batch: bool) -> list[list]:
-    def render(item: Item):
+def _render_items(
+    *, channels_of: list[list[str]], items: list[Item], template, subject, message, options, batch: bool
+) -> list[list]:
+    """Each item's messages, one per channel of `channels_of` (the item's channels)."""
+
+    def render(item: Item, channels: list[str]):
         return messages_render(
             channels=channels,
             recipient=item.recipient,
@@ -402,20 +434,77 @@ def _render_items(*, channels, items: list[Item], template, subject, message, op
         )
 
     if not batch:
-        return [render(items[0])]
+        return [render(items[0], channels_of[0])]
     if template is None:
         # A literal message reads the same for everyone: a problem with it is the
         # request's, named once, not once per recipient.
-        render(items[0])
+        render(items[0], channels_of[0])
     rendered, errors = [], {}
-    for index, item in enumerate(items):
+    for index, (item, channels) in enumerate(zip(items, channels_of, strict=True)):
         try:
-            rendered.append(render(item))
+            rendered.append(render(item, channels))
         except ValidationError as exc:
             errors[str(index)] = exc.message_dict
     if errors:
         raise BatchInvalid(errors)
     return rendered
+
+
+def _targets(channels: list[str], recipient: dict, messages: list, fallback: bool) -> list[tuple]:
+    """(rank, channel, rendered message, address) for each delivery of one recipient, in
+    channel order; the rank is None unless the send has fallback. A fallback channel the
+    recipient has no address for has no message (it was not rendered) and one target, to
+    be recorded as skipped."""
+    by_channel = {m.channel: m for m in messages}
+    found = []
+    for rank, channel in enumerate(channels):
+        message = by_channel.get(channel)
+        if message is None:
+            if fallback:
+                found.append((rank, channel, None, ""))
+            continue
+        found += [(rank if fallback else None, channel, message, a) for a in channel_addresses(recipient, channel)]
+    return found
+
+
+def _standby_after_live(made: list[tuple[Delivery, str]], channels: list[str]) -> list[tuple[Delivery, str]]:
+    """A fallback notification's deliveries with those after its live rank (the first
+    with a delivery the decision lets through) held as standby, each with its event's
+    detail. A held delivery keeps its decided time for when it is released."""
+    waiting = (DeliveryStatus.QUEUED, DeliveryStatus.SCHEDULED)
+    live = min((d.fallback_rank for d, _ in made if d.status in waiting), default=None)
+    if live is None:
+        return made
+    held = []
+    for delivery, detail in made:
+        if delivery.fallback_rank > live and delivery.status in waiting:
+            delivery.status, delivery.enqueued_at = DeliveryStatus.STANDBY, None
+            before = _words(channels[live : delivery.fallback_rank])
+            detail = f"standby: tried if {before} cannot reach the recipient ({detail})"
+        held.append((delivery, detail))
+    return held
+
+
+def _words(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _skipped_delivery(account, notification, channel: str, rank: int, reason: str) -> Delivery:
+    """A fallback channel the recipient has no address for: recorded, never sent."""
+    return Delivery(
+        id=uuid.uuid4(),
+        account=account,
+        notification=notification,
+        channel=channel,
+        to="",
+        body="",
+        status=DeliveryStatus.SUPPRESSED,
+        max_attempts=settings.BEACON_MAX_ATTEMPTS,
+        next_attempt_at=None,
+        error_code="skipped",
+        error_message=reason,
+        fallback_rank=rank,
+    )
 
 
 def _detail(decision) -> str:

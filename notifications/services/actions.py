@@ -16,6 +16,7 @@ from ..models import (
 )
 from ..queue import Dispatch, enqueue_dispatch
 from .events import InvalidTransition, event_record
+from .fallback import standby_cancel
 from .rights import ERASED
 
 # What a delivery sends: a resend copies exactly these.
@@ -24,7 +25,9 @@ MESSAGE_FIELDS = ("channel", "to", "locale", "subject", "body", "html_body", "op
 
 @transaction.atomic
 def delivery_resend(*, delivery: Delivery, source: str = "api") -> Delivery:
-    """Send a failed delivery again as a new delivery; the failed one keeps its history."""
+    """Send a failed delivery again as a new delivery; the failed one keeps its history.
+    A fallback delivery's copy is that one delivery only: it has no rank, and its outcome
+    releases or cancels nothing."""
     # Lock the original so two concurrent resends of it queue one copy.
     delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
     pending = delivery.resends.exclude(status__in=RESENDABLE_STATUSES).first()
@@ -53,7 +56,8 @@ def delivery_resend(*, delivery: Delivery, source: str = "api") -> Delivery:
 
 
 def delivery_cancel(*, delivery: Delivery, source: str = "api") -> Delivery:
-    """Cancel a delivery that no worker has claimed yet."""
+    """Cancel a delivery that no worker has claimed yet (or a standby one). A fallback
+    notification's standby deliveries are cancelled with it: the chain stops there."""
     now = timezone.now()
     current = Delivery.objects.values_list("status", flat=True).get(pk=delivery.pk)
     with transaction.atomic():
@@ -66,5 +70,6 @@ def delivery_cancel(*, delivery: Delivery, source: str = "api") -> Delivery:
         NotificationSchedule.objects.filter(delivery_id=delivery.pk, status=ScheduleStatus.SCHEDULED).update(
             status=ScheduleStatus.CANCELLED, processed_at=now, updated_at=now
         )
+        standby_cancel(delivery=delivery, source=source)
     delivery.refresh_from_db()
     return delivery

@@ -40,6 +40,35 @@ def missing_addresses(channels: list[str], recipient: dict) -> dict[str, list[st
     return missing
 
 
+# How a reason for an unreachable channel names the recipient field it lacks.
+FIELD_WORDS = {
+    "email": "email address",
+    "phone": "phone number",
+    "external_id": "external id",
+    "webhook_url": "webhook URL",
+}
+
+
+def reachable_channels(channels: list[str], recipient: dict) -> list[str]:
+    """The channels, in order, that have an address for this recipient."""
+    return [channel for channel in channels if channel_addresses(recipient, channel)]
+
+
+def unreachable_reason(recipient: dict, channel: str) -> str:
+    """Why a channel has no address for this recipient, in a few words ("no phone number
+    for sms", "no active push device"): what a fallback send records for it."""
+    spec = CHANNELS[channel]
+    if spec.device_addressed:
+        if not recipient.get("external_id"):
+            return f"no external id for {channel}: it reaches the devices registered for one"
+        return f"no active {channel} device"
+    field = spec.address_field
+    words = FIELD_WORDS.get(field) or (
+        f"{spec.label} webhook URL" if field.endswith("_webhook_url") else field.replace("_", " ")
+    )
+    return f"no {words} for {channel}"
+
+
 def recipient_addresses_fill(*, account, channels: list[str], details: list[dict]) -> list[dict]:
     """The details, each with the addresses its channels need and it leaves out taken from
     the account's stored recipient with the same external id: a chat webhook URL (or an

@@ -42,6 +42,7 @@ from ..queue import Dispatch, enqueue_dispatch
 from ..unsubscribe import unsubscribe_headers
 from .devices import devices_for_deliveries, devices_gone
 from .events import StatusChange, events_record
+from .fallback import fallbacks_settle
 from .inbound import unsubscribed_errors_suppress
 from .webhooks import endpoints_for_deliveries, endpoints_gone
 
@@ -253,6 +254,11 @@ def _stop(claimed: list[Delivery], stopped: dict) -> tuple[list[Delivery], dict[
                 error_message=message,
                 updated_at=now,
             )
+        # A fallback notification's next channel is released (its events join these).
+        ended = [d for d in claimed if d.pk in stopped and d.fallback_rank is not None]
+        for delivery in ended:
+            delivery.status, delivery.error_message = DeliveryStatus.SUPPRESSED, stopped[delivery.pk]
+        fallbacks_settle(ended, changes=changes)
         events_record(changes)
     logger.info("%d claimed deliveries were not sent: %s", len(stopped), ", ".join(sorted(by_message)))
     return [d for d in claimed if d.pk not in stopped], {str(pk): DeliveryStatus.SUPPRESSED for pk in stopped}
@@ -599,6 +605,10 @@ def _record(
         only_where={"status": DeliveryStatus.SENDING},
     )
     changes += [change for change in ours if change.delivery_id in movable]
+    # A fallback notification's standby deliveries are released or cancelled with these.
+    fallbacks_settle(
+        [i.delivery for i in sent if i.delivery.pk in movable and i.delivery.fallback_rank is not None], changes=changes
+    )
     overtaken = [item for item in sent if item.delivery.pk not in movable]
     if overtaken:
         _keep_overtaken(overtaken, finished)

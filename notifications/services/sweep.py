@@ -5,6 +5,10 @@ re-enqueues queued deliveries whose task message was lost, and settles deliverie
 worker died: those it had not handed to the provider are sent again, those it may have
 handed are held as `worker_lost`. Rows are taken with SELECT ... FOR UPDATE SKIP LOCKED,
 so two sweepers never take the same one; every pass is a few statements per batch.
+
+A fallback channel's standby delivery is never taken: it has no task message on purpose,
+and waits for notifications.services.fallback to release it (a worker_lost failure here
+is one of the things that does).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from django.utils import timezone
 from ..models import Delivery, DeliveryAttempt, DeliveryStatus, Heartbeat, NotificationSchedule, ScheduleStatus
 from ..queue import Dispatch, enqueue_dispatch
 from .events import StatusChange, events_record
+from .fallback import fallbacks_settle
 
 SWEEP_HEARTBEAT = "sweep"
 WORKER_LOST_MESSAGE = "The worker stopped during the provider call; the outcome is unknown and it was not retried."
@@ -104,10 +109,12 @@ def _settle_abandoned(now: datetime) -> tuple[int, int]:
             .filter(status=DeliveryStatus.SENDING, claimed_at__lte=lease)
             .order_by("claimed_at")
             .annotate(handed=Exists(handed))
-            .values_list("pk", "channel", "attempt_count", "handed")[: settings.BEACON_SWEEP_BATCH_SIZE]
+            .values_list("pk", "channel", "attempt_count", "handed", "notification_id", "fallback_rank")[
+                : settings.BEACON_SWEEP_BATCH_SIZE
+            ]
         )
-        lost = [pk for pk, _, _, was_handed in rows if was_handed]
-        unsent = [(pk, channel, attempts) for pk, channel, attempts, was_handed in rows if not was_handed]
+        lost = [pk for pk, _, _, was_handed, _, _ in rows if was_handed]
+        unsent = [(pk, channel, attempts) for pk, channel, attempts, was_handed, _, _ in rows if not was_handed]
         if lost:
             Delivery.objects.filter(pk__in=lost).update(
                 status=DeliveryStatus.FAILED,
@@ -125,6 +132,21 @@ def _settle_abandoned(now: datetime) -> tuple[int, int]:
                 [
                     StatusChange(pk, DeliveryStatus.SENDING, DeliveryStatus.FAILED, "sweep", now, WORKER_LOST_MESSAGE)
                     for pk in lost
+                ]
+            )
+            # The outcome is unknown on this channel; a fallback notification tries its next one.
+            fallbacks_settle(
+                [
+                    Delivery(
+                        pk=pk,
+                        notification_id=notification_id,
+                        channel=channel,
+                        fallback_rank=rank,
+                        status=DeliveryStatus.FAILED,
+                        error_message=WORKER_LOST_MESSAGE,
+                    )
+                    for pk, channel, _, was_handed, notification_id, rank in rows
+                    if was_handed and rank is not None
                 ]
             )
         if unsent:

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from ..models import Delivery, DeliveryAttempt
 from .events import TIMESTAMP_FIELD, can_move, event_record
+from .fallback import fallbacks_settle
 from .inbound import unsubscribed_errors_suppress
 
 
@@ -26,7 +27,8 @@ def delivery_track(
     """Apply a provider-reported status. Moves only forward: late, repeated or
     out-of-order reports change nothing. Returns whether the delivery changed. An error
     saying the recipient unsubscribed (Twilio 21610) suppresses the address, whatever
-    the status did."""
+    the status did. A fallback delivery's change may release or cancel the standby
+    deliveries of its notification (notifications.services.fallback)."""
     if error_code:
         unsubscribed_errors_suppress(reports=[(delivery.account_id, delivery.channel, delivery.to, error_code)])
     occurred_at = occurred_at or timezone.now()
@@ -46,6 +48,11 @@ def delivery_track(
                 event_record(
                     delivery, current, status, source, occurred_at, payload=payload, detail=error_message[:500]
                 )
+                if delivery.fallback_rank is not None:
+                    delivery.status = status
+                    if error_code or error_message:
+                        delivery.error_code, delivery.error_message = fields["error_code"], fields["error_message"]
+                    fallbacks_settle([delivery])
                 return True
     return False
 

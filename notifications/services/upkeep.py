@@ -40,8 +40,14 @@ from ..models import (
 
 logger = logging.getLogger("beacon.upkeep")
 
-# A notification with a delivery in one of these is still on its way: never deleted.
-IN_FLIGHT_STATUSES = (DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
+# A notification with a delivery in one of these is still on its way: never deleted (a
+# standby delivery waits for the channels before it).
+IN_FLIGHT_STATUSES = (
+    DeliveryStatus.STANDBY,
+    DeliveryStatus.SCHEDULED,
+    DeliveryStatus.QUEUED,
+    DeliveryStatus.SENDING,
+)
 FINISHED_SCHEDULE_STATUSES = (
     ScheduleStatus.SENT,
     ScheduleStatus.FAILED,

@@ -22,6 +22,11 @@ class Command(BaseCommand):
         parser.add_argument("--context", default="{}", help="JSON object of template data.")
         parser.add_argument("--subject", default="")
         parser.add_argument("--message")
+        parser.add_argument(
+            "--fallback",
+            action="store_true",
+            help="Try the channels in order, each only when the ones before it cannot reach the recipient.",
+        )
 
     def handle(self, *args, **opts):
         try:
@@ -42,6 +47,7 @@ class Command(BaseCommand):
             },
             "context": context,
             "subject": opts["subject"],
+            "fallback": opts["fallback"],
         }
         if opts["template"]:
             data["template"] = opts["template"]
