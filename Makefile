@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 	$(BIN)/python scripts/bench_schedules.py
 	$(BIN)/python scripts/bench_webhooks_inbox.py
+	$(BIN)/python scripts/bench_pacing.py
 
 # The due scan over 1,000,000 schedule rows and the decision's statement count alone.
 bench-schedules: install

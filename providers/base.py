@@ -164,6 +164,10 @@ class Provider:
 
     kind: str = ""
     channels: tuple[str, ...] = ()
+    # It sends to an endpoint the recipient (or the account) owns, not to one provider's
+    # service: one endpoint's failures or 429s say nothing about the next one's, so it has
+    # no shared circuit breaker, pause or health.
+    recipient_endpoints: bool = False
     # The Django setting that gives each configuration value's platform default.
     setting_names: Mapping[str, str] = {}
 

@@ -48,6 +48,7 @@ class ChatWebhookProvider(Provider):
     guarded session (no redirects followed), turn the answer into a result or a
     classified error. A concrete adapter gives the payload and reads the answer."""
 
+    recipient_endpoints = True
     label = ""
 
     def __init__(self, *, timeout: float, config: Mapping | None = None):

@@ -5,6 +5,7 @@ provider from settings ("platform:twilio").
 
 The breaker counts the provider's consecutive provider-level failures (configuration
 errors, 5xx, timeouts; not an error about a recipient, which says the provider is up).
+Providers that send to the recipients' own endpoints (webhooks, chat, Web Push) have none.
 At BEACON_BREAKER_THRESHOLD it opens: the provider is skipped for
 BEACON_BREAKER_COOLDOWN_SECONDS. Then it is half-open: one message is let through as a
 probe (the others still skip it); its success closes the breaker, its failure opens it
@@ -98,7 +99,7 @@ if tail >= 0 then
 else
   fails = fails + failures
 end
-if tail >= 0 and open_until > 0 and tail == 0 then
+if tail == 0 and half_open then
   redis.call('HSET', KEYS[1], 'fails', 0, 'open_until', 0, 'probe_until', 0, 'closed_at', ARGV[1])
   return 'closed'
 end
@@ -198,8 +199,10 @@ def provider_pause(key: str, seconds: float, reason: str, *, now: float | None =
     """The provider asked to be left alone (429 with Retry-After): every worker skips it
     until then."""
     now = time.time() if now is None else now
+    # A provider's word is not taken beyond the longest retry delay.
+    seconds = min(max(seconds, 0.0), settings.BEACON_RETRY_MAX_SECONDS)
     try:
-        script(PAUSE)(keys=[_breaker(key)], args=[now + max(seconds, 0.0), reason[:300], now])
+        script(PAUSE)(keys=[_breaker(key)], args=[now + seconds, reason[:300], now])
     except StateUnavailable as exc:
         logger.warning("provider state unavailable, pause not shared: %s", exc)
 

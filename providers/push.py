@@ -260,6 +260,7 @@ class WebPushProvider(Provider):
 
     kind = "webpush"
     channels = ("push",)
+    recipient_endpoints = True
     setting_names = {
         "vapid_private_key": "VAPID_PRIVATE_KEY",
         "vapid_subject": "VAPID_SUBJECT",

@@ -142,9 +142,21 @@ def providers_configuration() -> dict[str, dict]:
 def platform_providers_health(configuration: dict[str, dict]) -> dict[str, dict]:
     """The health of each platform provider of a `providers_configuration()` report, by
     kind: its breaker, success rate and p95 latency, shared by every worker. One round trip."""
-    kinds = sorted({entry["provider"] for entry in configuration.values() if entry["provider"]})
+    kinds = sorted(
+        {
+            entry["provider"]
+            for entry in configuration.values()
+            if entry["provider"] and not PROVIDER_CLASSES[entry["provider"]].recipient_endpoints
+        }
+    )
     health = providers_health([provider_key(None, kind) for kind in kinds])
-    return {kind: health[provider_key(None, kind)] for kind in kinds}
+    # Public: the figures, not the last error's text (it may name a customer's host).
+    return {
+        kind: {
+            name: value for name, value in health[provider_key(None, kind)].items() if not name.startswith("last_error")
+        }
+        for kind in kinds
+    }
 
 
 # --- An account's own providers (provider records) ----------------------------------------
@@ -177,6 +189,13 @@ class Link:
     cost_per_message: Decimal | None = None
     currency: str = ""
     limit: Limit = NO_LIMIT
+
+    @property
+    def shared(self) -> bool:
+        """Whether it has a circuit breaker, pauses and health shared by every worker: a
+        provider's service, not a record that could not be built (it fails at once) nor a
+        recipient's own endpoint."""
+        return self.provider is not None and not self.provider.recipient_endpoints
 
     @property
     def label(self) -> str:

@@ -119,6 +119,7 @@ class WebhookProvider(Provider):
 
     kind = "webhook"
     channels = ("webhook",)
+    recipient_endpoints = True
 
     def build_request(self, message: OutboundMessage) -> dict:
         secrets = message.target.get("secrets") or []

@@ -31,7 +31,7 @@ from django.utils import timezone
 from preferences.models import Suppression, address_hash
 from providers.base import OutboundMessage, ProviderConfigurationError, ProviderError, SendResult
 from providers.channels import CHANNELS
-from providers.health import Admission, Outcomes, provider_admit, provider_pause, provider_record
+from providers.health import CLOSED, Admission, Outcomes, provider_admit, provider_pause, provider_record
 from providers.limits import NO_LIMIT, provider_token_wait, tokens_take
 from providers.registry import Link, account_records, provider_chain
 from templates.models import Category, Channel
@@ -230,9 +230,17 @@ def _targets_of(claimed: list[Delivery]) -> tuple[list[Delivery], dict[str, str]
     return claimed, outcomes, targets
 
 
-def _stop(claimed: list[Delivery], stopped: dict) -> tuple[list[Delivery], dict[str, str]]:
-    """End the claimed deliveries of `stopped` (id -> why) as suppressed, unsent and with no
-    attempt counted: one UPDATE per distinct reason, not per row."""
+def _stop(
+    claimed: list[Delivery],
+    stopped: dict,
+    *,
+    status: str = DeliveryStatus.SUPPRESSED,
+    code: str = "skipped",
+    counted: bool = False,
+) -> tuple[list[Delivery], dict[str, str]]:
+    """End the claimed deliveries of `stopped` (id -> why) unsent, as suppressed (no
+    attempt counted) or, with `counted`, as failed on the attempt their claim counted: one
+    UPDATE per distinct reason, not per row."""
     if not stopped:
         return claimed, {}
     now = timezone.now()
@@ -240,28 +248,29 @@ def _stop(claimed: list[Delivery], stopped: dict) -> tuple[list[Delivery], dict[
     for pk, message in stopped.items():
         by_message.setdefault(message, []).append(pk)
     changes = [
-        StatusChange(pk, DeliveryStatus.SENDING, DeliveryStatus.SUPPRESSED, "dispatch", now, message)
-        for pk, message in stopped.items()
+        StatusChange(pk, DeliveryStatus.SENDING, status, "dispatch", now, message) for pk, message in stopped.items()
     ]
+    ended_at = {"failed_at": now} if status == DeliveryStatus.FAILED else {}
     with transaction.atomic():
         for message, pks in by_message.items():
             Delivery.objects.filter(pk__in=pks, status=DeliveryStatus.SENDING).update(
-                status=DeliveryStatus.SUPPRESSED,
-                attempt_count=F("attempt_count") - 1,
+                status=status,
+                attempt_count=F("attempt_count") - (0 if counted else 1),
                 next_attempt_at=None,
                 enqueued_at=None,
-                error_code="skipped",
+                error_code=code,
                 error_message=message,
                 updated_at=now,
+                **ended_at,
             )
         # A fallback notification's next channel is released (its events join these).
         ended = [d for d in claimed if d.pk in stopped and d.fallback_rank is not None]
         for delivery in ended:
-            delivery.status, delivery.error_message = DeliveryStatus.SUPPRESSED, stopped[delivery.pk]
+            delivery.status, delivery.error_message = status, stopped[delivery.pk]
         fallbacks_settle(ended, changes=changes)
         events_record(changes)
     logger.info("%d claimed deliveries were not sent: %s", len(stopped), ", ".join(sorted(by_message)))
-    return [d for d in claimed if d.pk not in stopped], {str(pk): DeliveryStatus.SUPPRESSED for pk in stopped}
+    return [d for d in claimed if d.pk not in stopped], {str(pk): status for pk in stopped}
 
 
 def _route(chain: list[Link], deliveries: list[Delivery]) -> tuple[list[tuple[Link, list]], dict]:
@@ -271,47 +280,82 @@ def _route(chain: list[Link], deliveries: list[Delivery]) -> tuple[list[tuple[Li
     every remaining provider of which is open or paused waits, unsent, until the first
     of them may be tried again: returned as {delivery: when}."""
     admissions: dict[str, Admission] = {}
+
+    def admit(link: Link) -> Admission:
+        if not link.shared:
+            return CLOSED  # a broken record fails at once; a recipient's own endpoint has no breaker
+        admission = admissions.get(link.key)
+        if admission is None:
+            admission = admissions[link.key] = provider_admit(link.key)
+        if admission.verdict == "probe":
+            # The one message a half-open breaker lets through; the rest skip it.
+            admissions[link.key] = Admission("open", time.time() + settings.BEACON_BREAKER_PROBE_SECONDS)
+        return admission
+
     routed: dict[str, tuple[Link, list]] = {}
     held: dict = {}
     for delivery in deliveries:
         tried = set(delivery.providers_tried or ())
-        if tried.issuperset(link.key for link in chain):
+        untried = [link for link in chain if link.key not in tried]
+        if not untried:
             # The chain changed under it (a record disabled): a new round.
-            tried, delivery.providers_tried = set(), []
-        until = None
-        for link in chain:
-            if link.key in tried:
-                continue
-            admission = admissions.get(link.key)
-            if admission is None:
-                admission = admissions[link.key] = provider_admit(link.key)
+            untried, delivery.providers_tried = chain, []
+        until, chosen = None, None
+        for link in untried:
+            admission = admit(link)
             if admission.sends:
-                if admission.verdict == "probe":
-                    # The one message a half-open breaker lets through; the rest skip it.
-                    admissions[link.key] = Admission("open", time.time() + settings.BEACON_BREAKER_PROBE_SECONDS)
-                routed.setdefault(link.key, (link, []))[1].append(delivery)
+                chosen = link
                 break
             until = admission.until if until is None else min(until, admission.until)
-        else:
+        if chosen is None and len(untried) < len(chain):
+            # Every provider it has not tried is open or paused, but one it failed on
+            # earlier in this round may have recovered: a new round from there.
+            chosen = next((link for link in chain if link.key in tried and admit(link).sends), None)
+            if chosen is not None:
+                delivery.providers_tried = []
+        if chosen is None:
             held[delivery] = until if until is not None else time.time()
+        else:
+            routed.setdefault(chosen.key, (chosen, []))[1].append(delivery)
     return list(routed.values()), held
 
 
 def _hold(held: dict) -> dict[str, str]:
-    """Put back, unsent and with their attempt count as it was, the deliveries whose
-    providers are all open or paused, each until the first may be tried again."""
+    """Put back, unsent, the deliveries whose providers are all open or paused, each until
+    the first may be tried again. A hold uses one of the delivery's attempts, so that a
+    long outage ends in failure like retries do: one that has no attempt left, or whose
+    notification has a fallback channel waiting behind it (which is then tried), ends
+    failed instead."""
     if not held:
         return {}
-    now = time.time()
+    behind = _standby_behind([d for d in held if d.fallback_rank is not None])
+    ending = {
+        d.pk: "every provider of the channel is unavailable (circuit open or paused)"
+        for d in held
+        if d.attempt_count >= d.max_attempts or d.notification_id in behind
+    }
+    _, outcomes = _stop(list(held), ending, status=DeliveryStatus.FAILED, code="providers_unavailable", counted=True)
+    now, longest = time.time(), settings.BEACON_RETRY_MAX_SECONDS
     by_delay: dict[float, list] = {}
     for delivery, until in held.items():
-        by_delay.setdefault(round(max(0.0, until - now), 1), []).append(delivery)
-    outcomes = {}
+        if delivery.pk not in ending:
+            by_delay.setdefault(round(min(max(0.0, until - now), longest), 1), []).append(delivery)
     with transaction.atomic():
         for delay, deliveries in by_delay.items():
-            outcomes.update(_put_back(deliveries, delay=delay))
-    logger.info("%d deliveries wait for their providers' breakers or pauses", len(held))
+            outcomes.update(_put_back(deliveries, delay=delay, counted=True))
+    logger.info("%d deliveries wait for their providers' breakers or pauses", len(held) - len(ending))
     return outcomes
+
+
+def _standby_behind(deliveries: list[Delivery]) -> set:
+    """The notifications among these deliveries' that have a fallback channel on standby."""
+    if not deliveries:
+        return set()
+    return set(
+        Delivery.objects.filter(
+            notification_id__in={d.notification_id for d in deliveries}, status=DeliveryStatus.STANDBY
+        ).values_list("notification_id", flat=True)
+    )
 
 
 @dataclass
@@ -336,22 +380,18 @@ def _dispatch_channel(
     lease = settings.BEACON_SENDING_LEASE_SECONDS
     outcomes: dict[str, str] = {}
     extras = _message_extras(channel, claimed, targets)
-    pending, sent, unsent, stopped = list(claimed), [], [], None
+    pending, waiting = _own_limits(claimed) if provider is not None else (list(claimed), {})
+    sent, unsent, stopped = [], [], None
     renewed = time.monotonic()
     while True:
-        waiting: dict = {}
-        if stopped:
-            chunk = []
-        elif provider is None:
-            chunk, pending = pending[:size], pending[size:]
-        else:
-            chunk, pending, waiting = _paced(pending, size)
+        chunk, pending = ([], pending) if stopped else (pending[:size], pending[size:])
         changes: list[StatusChange] = []
         with transaction.atomic():
             recorded, overtaken = _record(sent, changes, chain, link)
             if waiting:
                 # Over a rate limit: back to the queue, unsent, until their tokens are due.
                 recorded.update(_wait_out(waiting))
+                waiting = {}
             if stopped is not None:
                 # The rest of the batch waits rather than hammering the provider: it goes
                 # to the next provider of the chain, or out together after the pause.
@@ -388,23 +428,17 @@ def _dispatch_channel(
             stopped = (f"not sent: {link.label}'s rate limit; retry in {token_wait:.1f}s", token_wait)
 
 
-def _paced(pending: list[Delivery], size: int) -> tuple[list[Delivery], list[Delivery], dict]:
-    """The next flush: those of the next `size` deliveries their account's and
-    recipient's rate limits let through now (one shared-state round trip when a limit is
-    set), the deliveries still to send, and those that must wait, with their seconds."""
-    waiting: dict = {}
-    while pending:
-        chunk, pending = pending[:size], pending[size:]
-        grant = tokens_take(
-            provider_key="",
-            provider=NO_LIMIT,
-            messages=[(d.account_id, address_hash(d.channel, d.to)) for d in chunk],
-        )
-        granted = [d for d, wait in zip(chunk, grant.waits, strict=True) if wait == 0]
-        waiting.update({d: wait for d, wait in zip(chunk, grant.waits, strict=True) if wait})
-        if granted:
-            return granted, pending, waiting
-    return [], [], waiting
+def _own_limits(deliveries: list[Delivery]) -> tuple[list[Delivery], dict]:
+    """The deliveries their account's and recipient's rate limits let through now, in
+    order, and those that must wait, with their seconds (staggered at the limit's rate
+    over the whole batch): one shared-state round trip, none when no such limit is set."""
+    grant = tokens_take(
+        provider_key="",
+        provider=NO_LIMIT,
+        messages=[(d.account_id, f"{d.account_id}:{address_hash(d.channel, d.to)}") for d in deliveries],
+    )
+    granted = [d for d, wait in zip(deliveries, grant.waits, strict=True) if not wait]
+    return granted, {d: wait for d, wait in zip(deliveries, grant.waits, strict=True) if wait}
 
 
 def _wait_out(waiting: dict) -> dict[str, str]:
@@ -427,6 +461,14 @@ def _provider_watch(link: Link, sent: list[_Sent], chain: list[Link]) -> tuple[s
     batch must not go to this provider now (it throttled us, its breaker opened): why,
     and how long the rest waits (at once to the next provider of a longer chain, else
     until this one may be tried again)."""
+    if not link.shared:
+        throttle = next(
+            (i.outcome for i in sent if isinstance(i.outcome, ProviderError) and i.outcome.status_code == 429), None
+        )
+        if throttle is None:
+            return None
+        wait = retry_delay(attempt=1, retry_after=throttle.retry_after)
+        return f"not sent: {link.label} is throttling; retry in {wait:.1f}s", wait
     results, latencies, last_error, throttle = [], [], "", None
     for item in sent:
         error = item.outcome if isinstance(item.outcome, ProviderError) else None
@@ -448,7 +490,9 @@ def _provider_watch(link: Link, sent: list[_Sent], chain: list[Link]) -> tuple[s
     else:
         return None
     if len(chain) > 1:
-        return f"not sent: {why}; trying the next provider", 0.0
+        # A second later (the pause keeps every worker off this provider meanwhile), by
+        # the next provider of the chain.
+        return f"not sent: {why}; trying the next provider", 1.0
     return f"not sent: {why}; retry in {wait:.1f}s", wait
 
 
@@ -671,9 +715,14 @@ def _apply(
                 StatusChange(delivery.pk, DeliveryStatus.SENDING, delivery.status, "dispatch", finished, detail)
             )
             return
-        # The chain is done for this round: a retry starts again from its first provider.
+        # The chain is done for this round: a retry starts again from its first provider,
+        # unless every provider refused it for good (when one failed only for now, the
+        # round is worth repeating whatever the last one said).
         delivery.providers_tried = []
-    if error.retryable and delivery.attempt_count < delivery.max_attempts:
+        retryable = error.retryable or len(tried) > 1
+    else:
+        retryable = error.retryable
+    if retryable and delivery.attempt_count < delivery.max_attempts:
         delay = retry_delay(attempt=delivery.attempt_count, retry_after=error.retry_after)
         delivery.status, delivery.next_attempt_at = DeliveryStatus.QUEUED, finished + timedelta(seconds=delay)
         if waits_for_sweep(delay):
@@ -716,10 +765,12 @@ def _put_back(
     handed: list[tuple[Delivery, DeliveryAttempt]] = (),
     changes: list[StatusChange] | None = None,
     detail: str = "",
+    counted: bool = False,
 ) -> dict[str, str]:
-    """Put claimed deliveries back in the queue unsent, their attempt count as it was,
-    to be dispatched again after `delay`; those already handed off lose their pending
-    attempt and get an event saying why."""
+    """Put claimed deliveries back in the queue unsent, their attempt count as it was
+    (or, `counted`, with the attempt their claim counted used up), to be dispatched again
+    after `delay`; those already handed off lose their pending attempt and get an event
+    saying why."""
     if not deliveries:
         return {}
     now = timezone.now()
@@ -730,7 +781,7 @@ def _put_back(
         ).delete()
     Delivery.objects.filter(pk__in=[d.pk for d in deliveries], status=DeliveryStatus.SENDING).update(
         status=DeliveryStatus.QUEUED,
-        attempt_count=F("attempt_count") - 1,
+        attempt_count=F("attempt_count") - (0 if counted else 1),
         next_attempt_at=now + timedelta(seconds=delay),
         enqueued_at=None if sweep_waits else now,
         updated_at=now,
@@ -741,5 +792,7 @@ def _put_back(
             for d, _ in handed
         ]
     if not sweep_waits:
-        enqueue_dispatch([Dispatch(d.pk, d.channel, d.attempt_count - 1) for d in deliveries], countdown=delay)
+        enqueue_dispatch(
+            [Dispatch(d.pk, d.channel, d.attempt_count - (0 if counted else 1)) for d in deliveries], countdown=delay
+        )
     return {str(d.pk): DeliveryStatus.QUEUED for d in deliveries}

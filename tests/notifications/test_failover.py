@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from notifications.models import Delivery, DeliveryAttempt
 from notifications.services import delivery_dispatch
-from providers.health import providers_health
+from providers.health import Outcomes, provider_pause, provider_record, providers_health
 from providers.services import provider_config_create
 from tests.doubles.twilio import INVALID_NUMBER, TwilioDouble
 from tests.factories import make_template
@@ -293,3 +293,101 @@ def test_a_recipient_over_its_limit_is_delayed_not_dropped(
     with time_machine.travel(delayed.next_attempt_at + timedelta(seconds=0.05)):
         assert delivery_dispatch(delivery_id=delayed.pk, attempts_before=0) == "sent"
     assert first.sent_count() == 2
+
+
+# --- Holds, rounds and the breaker with fallback -------------------------------------------
+
+
+def test_a_delivery_whose_failed_provider_recovered_starts_a_new_round_rather_than_wait(
+    alice_api, chain, django_capture_on_commit_callbacks
+):
+    # given: the first failed it; before its failover runs, the second is paused
+    first, second, (one, two) = chain
+    first.script = [SERVER_ERROR]
+    with django_capture_on_commit_callbacks() as accepted:
+        response = alice_api.post(SEND_URL, sms_request(), format="json")
+    with django_capture_on_commit_callbacks() as failover:
+        accepted[0]()
+    delivery = Delivery.objects.get(pk=response.json()["deliveries"][0]["id"])
+    assert delivery.providers_tried == [f"record:{one.pk}"]
+    provider_pause(f"record:{two.pk}", 60, "throttled")
+    # when
+    with django_capture_on_commit_callbacks(execute=True):
+        failover[0]()
+    # then: back to the first, which answers now
+    delivery.refresh_from_db()
+    assert delivery.status == "sent"
+    assert attempts_of(delivery) == [(1, "first", "retryable", 500), (2, "first", "success", 201)]
+    assert second.sent_count() == 0
+
+
+def test_a_round_with_a_passing_failure_is_retried_whatever_the_last_provider_said(
+    alice_api, chain, django_capture_on_commit_callbacks
+):
+    # given: the first has a moment's 5xx, the second refuses the credentials
+    first, second, _ = chain
+    first.script = [SERVER_ERROR]
+    second.script = [UNAUTHORIZED]
+    # when
+    delivery = send(alice_api, django_capture_on_commit_callbacks)
+    # then: a second round from the first, which delivers
+    delivery.refresh_from_db()
+    assert delivery.status == "sent"
+    assert [a[1:] for a in attempts_of(delivery)] == [
+        ("first", "retryable", 500),
+        ("second", "permanent", 401),
+        ("first", "success", 201),
+    ]
+
+
+@pytest.fixture
+def sms_down(alice, twilio, settings):
+    """The platform's SMS provider with its breaker open."""
+    settings.BEACON_BREAKER_THRESHOLD = 1
+    provider_record("platform:twilio", Outcomes([False], [5], "Twilio answered HTTP 503"))
+    make_template(alice)
+
+
+def test_a_hold_uses_an_attempt_and_the_last_one_fails_the_delivery(
+    alice_api, sms_down, twilio, django_capture_on_commit_callbacks
+):
+    # when: sent while the only provider's breaker is open
+    with django_capture_on_commit_callbacks() as accepted:
+        response = alice_api.post(SEND_URL, sms_request(), format="json")
+    delivery = Delivery.objects.get(pk=response.json()["deliveries"][0]["id"])
+    Delivery.objects.filter(pk=delivery.pk).update(max_attempts=2)
+    with django_capture_on_commit_callbacks():
+        accepted[0]()
+    # then: it waits, unsent, one attempt used
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempt_count, twilio.sent_count()) == ("queued", 1, 0)
+    assert delivery.next_attempt_at > timezone.now() + timedelta(seconds=20)
+    # when: still open at its last attempt
+    with django_capture_on_commit_callbacks():
+        assert delivery_dispatch(delivery_id=delivery.pk, attempts_before=1) == "failed"
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempt_count, delivery.error_code) == ("failed", 2, "providers_unavailable")
+    assert details(delivery)[-1] == "every provider of the channel is unavailable (circuit open or paused)"
+    assert not DeliveryAttempt.objects.filter(delivery=delivery).exists()
+    assert twilio.sent_count() == 0
+
+
+def test_with_fallback_a_channel_whose_providers_are_down_moves_on_at_once(
+    alice_api, sms_down, twilio, smtp, django_capture_on_commit_callbacks
+):
+    # when: sms, then email
+    body = sms_request(
+        channels=["sms", "email"],
+        fallback=True,
+        recipient={"phone": "+14155550123", "email": "ana@example.com", "name": "Ana"},
+    )
+    del body["channel"]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_api.post(SEND_URL, body, format="json")
+    assert response.status_code == 202, response.json()
+    # then: sms failed without a request, email was released and sent
+    statuses = {d.channel: d for d in Delivery.objects.all()}
+    assert statuses["sms"].status == "failed"
+    assert statuses["sms"].error_code == "providers_unavailable"
+    assert statuses["email"].status == "sent"
+    assert twilio.sent_count() == 0

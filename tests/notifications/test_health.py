@@ -38,8 +38,6 @@ QUIET = {
     "failures": 0,
     "success_rate": None,
     "p95_latency_ms": None,
-    "last_error": "",
-    "last_error_at": None,
 }
 
 
@@ -69,7 +67,9 @@ def test_health_is_ok_without_auth(anon_api, twilio, smtp, live_worker_and_beat)
             "webhook": {"provider": "webhook", "configured": True, "problems": []},
         },
         "provider_health": {
-            kind: QUIET for kind in ("console", "discord", "django", "inbox", "slack", "teams", "twilio", "webhook")
+            # the platform's providers, not the recipients' own endpoints (chat, webhooks)
+            kind: QUIET
+            for kind in ("console", "django", "inbox", "twilio")
         },
         "failure_rates": {
             "alerting": False,

@@ -89,8 +89,13 @@ def test_invalid_number_fails_at_once_without_retry(alice, alice_api, twilio, dj
 
 
 @pytest.mark.django_db
-def test_429_and_503_are_retried_until_sent(alice, alice_api, twilio, django_capture_on_commit_callbacks, settings):
+def test_429_and_503_are_retried_until_sent(
+    alice, alice_api, twilio, django_capture_on_commit_callbacks, settings, monkeypatch
+):
     settings.BEACON_MAX_ATTEMPTS = 4
+    # Eager tasks ignore countdowns: the retry runs at once, inside the pause the 429 sets
+    # for every worker (tests/notifications/test_failover.py covers the pause).
+    monkeypatch.setattr("notifications.services.dispatch.provider_pause", lambda *args, **kwargs: None)
     make_template(alice)
     twilio.script = [
         (503, {}, {"code": 20500, "message": "Internal error", "status": 503}),

@@ -125,3 +125,17 @@ def test_a_paused_provider_is_degraded(clock):
     provider_pause(KEY, 10, "throttled")
     assert providers_health([KEY])[KEY]["status"] == "degraded"
     assert time.time() == START
+
+
+def test_a_late_success_does_not_close_a_breaker_still_cooling_down(clock):
+    fail(3)
+    clock.shift(5)
+    # a flush admitted before it opened ends on a success
+    assert succeed() == "open"
+    assert provider_admit(KEY).verdict == "open"
+
+
+def test_a_pause_is_capped_at_the_longest_retry_delay(clock, settings):
+    settings.BEACON_RETRY_MAX_SECONDS = 900
+    provider_pause(KEY, 30 * 24 * 3600, "throttled")
+    assert provider_admit(KEY).until == START + 900

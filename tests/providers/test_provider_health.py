@@ -70,5 +70,17 @@ def test_health_endpoint_reports_the_platform_providers_health(client, settings)
     kind = client.get("/api/v1/notifications/health/").json()["providers"]["sms"]["provider"]
     provider_record(f"platform:{kind}", Outcomes([False], [5], "boom"))
     health = client.get("/api/v1/notifications/health/").json()["provider_health"]
-    assert (health[kind]["status"], health[kind]["last_error"]) == ("down", "boom")
+    assert (health[kind]["status"], health[kind]["consecutive_failures"]) == ("down", 1)
     assert all(report["status"] == "healthy" for other, report in health.items() if other != kind)
+    # public: no error text (it may name a customer's host), no recipient-owned endpoints
+    assert "last_error" not in health[kind]
+    assert not {"webhook", "slack", "teams", "discord", "webpush"} & set(health)
+
+
+def test_recipient_owned_endpoints_have_no_shared_breaker():
+    from providers.registry import Link, provider_build
+
+    assert not Link(provider_build("webhook"), kind="webhook").shared
+    assert not Link(provider_build("slack"), kind="slack").shared
+    assert not Link(None, 1, kind="twilio").shared
+    assert Link(provider_build("console"), kind="console").shared
