@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: install run test lint bench bench-schedules fuzz migrate token clean
+.PHONY: install run test lint bench bench-schedules bench-campaigns fuzz migrate token clean
 
 $(BIN)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -44,6 +44,11 @@ bench: install
 	$(BIN)/python scripts/bench_schedules.py
 	$(BIN)/python scripts/bench_webhooks_inbox.py
 	$(BIN)/python scripts/bench_pacing.py
+	$(BIN)/python scripts/bench_campaigns.py
+
+# Campaign fan-out of 1,000,000 and its delivery (BENCH_ARGS="--n 100000" for a quick one).
+bench-campaigns: install
+	$(BIN)/python scripts/bench_campaigns.py $(BENCH_ARGS)
 
 # The due scan over 1,000,000 schedule rows and the decision's statement count alone.
 bench-schedules: install

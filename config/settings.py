@@ -133,6 +133,7 @@ INSTALLED_APPS = [
     "templates",
     "preferences",
     "notifications",
+    "campaigns",
 ]
 
 MIDDLEWARE = [
@@ -305,6 +306,14 @@ BEACON_MAX_JSON_CHARS = env_int("BEACON_MAX_JSON_CHARS", 65_536, minimum=2)
 # that many deliveries whose fate is unknown (held as worker_lost); the rest are resent.
 BEACON_DISPATCH_BATCH_SIZE = env_int("BEACON_DISPATCH_BATCH_SIZE", 100, minimum=1)
 BEACON_DISPATCH_FLUSH_SIZE = env_int("BEACON_DISPATCH_FLUSH_SIZE", 20, minimum=1)
+# Campaigns: audience members one fan-out page turns into notifications (one transaction),
+# how long one fan-out task runs before it hands over to the next, and how often the
+# watch starts due campaigns and picks up a fan-out whose worker died (one silent for
+# BEACON_CAMPAIGN_STALL_SECONDS).
+BEACON_CAMPAIGN_PAGE_SIZE = env_int("BEACON_CAMPAIGN_PAGE_SIZE", 1000, minimum=1)
+BEACON_CAMPAIGN_SLICE_SECONDS = env_float("BEACON_CAMPAIGN_SLICE_SECONDS", 20.0, minimum=0.0)
+BEACON_CAMPAIGN_WATCH_SECONDS = env_int("BEACON_CAMPAIGN_WATCH_SECONDS", 15, minimum=1)
+BEACON_CAMPAIGN_STALL_SECONDS = env_int("BEACON_CAMPAIGN_STALL_SECONDS", 60, minimum=1)
 # How long /health/ waits for a Celery worker to answer its ping.
 BEACON_HEALTH_PING_SECONDS = env_float("BEACON_HEALTH_PING_SECONDS", 1.0, minimum=0.1)
 # How long a process remembers a valid API token (0: look it up on every request).

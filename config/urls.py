@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/v1/inbox/", include("notifications.urls_inbox")),
     path("api/v1/webhooks/", include("notifications.urls_webhooks")),
     path("api/v1/providers/", include("providers.urls")),
+    path("api/v1/campaigns/", include("campaigns.urls")),
     # django-anymail's ESP tracking webhooks: /anymail/<esp>/tracking/
     path("anymail/", include((esp_webhook_urlpatterns(), "anymail"))),
     path("u/<str:token>/", UnsubscribeView.as_view(), name="unsubscribe"),

@@ -24,12 +24,15 @@ class DeliveryStatus(models.TextChoices):
     # A fallback channel's delivery, rendered and decided at accept, held until the
     # channels before it have failed (then queued) or one has been sent (then cancelled).
     STANDBY = "standby", "Standby"
+    # A campaign's delivery held while its campaign is paused (queued again on resume).
+    PAUSED = "paused", "Paused"
 
 
 # Progress only moves up this order; a final status never changes. A standby delivery
 # comes before all of them: it is released (queued or scheduled) or it ends cancelled.
 PROGRESS_RANK = {
     DeliveryStatus.STANDBY: -1,
+    DeliveryStatus.PAUSED: 0,
     DeliveryStatus.SCHEDULED: 0,
     DeliveryStatus.QUEUED: 1,
     DeliveryStatus.SENDING: 2,
@@ -50,7 +53,9 @@ FINAL_STATUSES = frozenset(
 )
 RESENDABLE_STATUSES = frozenset({DeliveryStatus.FAILED, DeliveryStatus.UNDELIVERED, DeliveryStatus.EXPIRED})
 # Not yet claimed by a worker: a standby delivery has not even been released.
-CANCELLABLE_STATUSES = frozenset({DeliveryStatus.STANDBY, DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED})
+CANCELLABLE_STATUSES = frozenset(
+    {DeliveryStatus.STANDBY, DeliveryStatus.PAUSED, DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED}
+)
 
 
 class Priority(models.TextChoices):
@@ -76,6 +81,9 @@ class Recipient(models.Model):
     name = models.CharField(max_length=200, blank=True)
     timezone = models.CharField(max_length=64, blank=True)
     locale = models.CharField(max_length=16, blank=True)
+    # What campaigns' audiences filter on: tags, and the account's own attributes.
+    tags = models.JSONField(default=list, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

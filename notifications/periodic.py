@@ -19,7 +19,19 @@ class Periodic:
     crontab: dict | None = None  # minute, hour (UTC)
 
 
+# Entries of apps that build on this one (campaigns), added from their ready().
+REGISTERED: dict[str, Periodic] = {}
+
+
+def periodic_register(entry: Periodic) -> None:
+    REGISTERED[entry.name] = entry
+
+
 def periodic_tasks() -> list[Periodic]:
+    return [*_own(), *REGISTERED.values()]
+
+
+def _own() -> list[Periodic]:
     return [
         Periodic(
             "dispatch-due-deliveries",

@@ -44,6 +44,7 @@ logger = logging.getLogger("beacon.upkeep")
 # standby delivery waits for the channels before it).
 IN_FLIGHT_STATUSES = (
     DeliveryStatus.STANDBY,
+    DeliveryStatus.PAUSED,
     DeliveryStatus.SCHEDULED,
     DeliveryStatus.QUEUED,
     DeliveryStatus.SENDING,

@@ -108,3 +108,29 @@ def wait_for(predicate, *, timeout: float = 30, interval: float = 0.1, message: 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.fixture
+def workers(stack, tmp_path):
+    """Start worker processes (after the records exist, so that they see them at once) on
+    a queue of their own; the API publishes there while they run."""
+    started = []
+
+    def start(concurrency: int, **env) -> Worker:
+        queue = f"beacon-workers-{uuid.uuid4().hex[:8]}"
+        worker = Worker(
+            {**stack.env, "BEACON_QUEUE": queue, "BEACON_ALLOW_PRIVATE_TARGETS": "1", **env},
+            queue,
+            tmp_path / f"worker-{len(started)}.log",
+            concurrency=concurrency,
+        )
+        started.append(worker.start())
+        celery_app.conf.task_default_queue = queue
+        return worker
+
+    previous = (celery_app.conf.task_default_queue, celery_app.conf.task_always_eager)
+    celery_app.conf.task_always_eager = False
+    yield start
+    for worker in started:
+        worker.stop()
+    celery_app.conf.task_default_queue, celery_app.conf.task_always_eager = previous

@@ -4,18 +4,14 @@ delivery to the second provider when the first fails (500, a timeout, 401, 429),
 an error about the recipient; and two worker processes pace a batch under a provider's
 rate limit through the token bucket they share in Redis."""
 
-import uuid
-
 import pytest
 
-from config.celery import app as celery_app
 from notifications.models import Delivery, DeliveryAttempt
 from providers.services import provider_config_create
 from tests.conftest import client_for
 from tests.doubles.twilio import INVALID_NUMBER, TwilioDouble
 from tests.factories import UserFactory
 from tests.integration.conftest import wait_for
-from tests.worker import Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -50,32 +46,6 @@ def records(account, first, second, **first_fields):
             settings={"from_number": "+15005550009", "api_base_url": double.base_url},
             **fields,
         )
-
-
-@pytest.fixture
-def workers(stack, tmp_path):
-    """Start worker processes (after the records exist, so that they see them at once) on
-    a queue of their own; the API publishes there while they run."""
-    started = []
-
-    def start(concurrency: int, **env) -> Worker:
-        queue = f"beacon-chain-{uuid.uuid4().hex[:8]}"
-        worker = Worker(
-            {**stack.env, "BEACON_QUEUE": queue, "BEACON_ALLOW_PRIVATE_TARGETS": "1", **env},
-            queue,
-            tmp_path / f"worker-{len(started)}.log",
-            concurrency=concurrency,
-        )
-        started.append(worker.start())
-        celery_app.conf.task_default_queue = queue
-        return worker
-
-    previous = (celery_app.conf.task_default_queue, celery_app.conf.task_always_eager)
-    celery_app.conf.task_always_eager = False
-    yield start
-    for worker in started:
-        worker.stop()
-    celery_app.conf.task_default_queue, celery_app.conf.task_always_eager = previous
 
 
 def attempts_of(delivery_id) -> list[tuple]:

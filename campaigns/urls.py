@@ -1,0 +1,6 @@
+from django.urls import include, path
+
+urlpatterns = [
+    path("audiences/", include("campaigns.urls_audiences")),
+    path("", include("campaigns.urls_campaigns")),
+]
