@@ -188,6 +188,11 @@ def campaign_resume(campaign: Campaign) -> Campaign:
         campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
         if campaign.status != CampaignStatus.PAUSED:
             raise CampaignConflict(f"A {campaign.status} campaign cannot be resumed.")
+        if campaign.started_at is None and campaign.scheduled_for and campaign.scheduled_for > timezone.now():
+            # Paused before its time: it waits for it again.
+            campaign.status, campaign.paused_at = CampaignStatus.SCHEDULED, None
+            campaign.save(update_fields=["status", "paused_at", "updated_at"])
+            return campaign
         campaign.status, campaign.paused_at = CampaignStatus.RUNNING, None
         campaign.started_at = campaign.started_at or timezone.now()
         campaign.save(update_fields=["status", "paused_at", "started_at", "updated_at"])

@@ -370,3 +370,18 @@ def test_a_marketing_campaign_reaches_only_those_who_consented(alice, twilio, dj
     assert [r["To"] for r in twilio.requests] == [phone(1)]
     reasons = {d.error_message for d in Delivery.objects.filter(status="suppressed")}
     assert len(reasons) == 1 and "consent" in reasons.pop()
+
+
+def test_a_scheduled_campaign_paused_and_resumed_before_its_time_waits_for_it(
+    alice, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    campaign = sms_campaign(alice, audience_of(alice, 2), scheduled_for=timezone.now() + timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert campaign_start(campaign).status == "scheduled"
+        assert campaign_pause(campaign).status == "paused"
+        assert campaign_resume(campaign).status == "scheduled"
+    assert Notification.objects.count() == 0
