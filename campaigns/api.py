@@ -106,6 +106,26 @@ class SkippedReasonSerializer(serializers.Serializer):
     count = serializers.IntegerField()
 
 
+class CostSerializer(serializers.Serializer):
+    currency = serializers.CharField()
+    amount = serializers.CharField()
+
+
+class ResultSerializer(serializers.Serializer):
+    variant = serializers.CharField(allow_null=True)
+    channel = serializers.CharField()
+    deliveries = serializers.IntegerField()
+    sent = serializers.IntegerField()
+    delivered = serializers.IntegerField()
+    opened = serializers.IntegerField()
+    clicked = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    delivery_rate = serializers.FloatField(allow_null=True, help_text="delivered / sent")
+    open_rate = serializers.FloatField(allow_null=True, help_text="opened / delivered")
+    click_rate = serializers.FloatField(allow_null=True, help_text="clicked / delivered")
+    cost = CostSerializer(many=True)
+
+
 class CountsSerializer(serializers.Serializer):
     by_status = serializers.DictField(child=serializers.IntegerField())
     skipped = serializers.IntegerField()
@@ -113,6 +133,7 @@ class CountsSerializer(serializers.Serializer):
     recipients_reached = serializers.IntegerField()
     audience_size = serializers.IntegerField()
     progress = serializers.FloatField(allow_null=True)
+    results = ResultSerializer(many=True, help_text="Per variant and channel.")
 
 
 class CampaignDetailSerializer(CampaignSerializer):

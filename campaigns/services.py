@@ -435,6 +435,7 @@ def campaign_counts(campaign: Campaign) -> dict:
     )
     for reason, n in unreached.items():
         reasons[reason or "skipped"] = reasons.get(reason or "skipped", 0) + n
+    results = campaign_results(campaign)
     reached = CampaignRecipient.objects.filter(campaign=campaign).count()
     audience = campaign.audience.member_count or AudienceMember.objects.filter(audience=campaign.audience).count()
     return {
@@ -444,7 +445,67 @@ def campaign_counts(campaign: Campaign) -> dict:
         "recipients_reached": reached,
         "audience_size": audience,
         "progress": round(reached / audience, 4) if audience else None,
+        "results": results,
     }
+
+
+def campaign_results(campaign: Campaign) -> list[dict]:
+    """Per variant and channel: deliveries, sent, delivered, opened, clicked, failed, their
+    rates (delivered / sent, opened and clicked / delivered) and cost per currency. Two
+    aggregate queries."""
+    from django.db.models import Q, Sum
+
+    from notifications.models import DeliveryAttempt
+
+    reached = {DeliveryStatus.DELIVERED, DeliveryStatus.OPENED, DeliveryStatus.CLICKED}
+    failed = {DeliveryStatus.FAILED, DeliveryStatus.UNDELIVERED, DeliveryStatus.BOUNCED}
+    variant = "notification__campaign_recipient__variant__name"
+    rows = (
+        Delivery.objects.filter(notification__campaign_recipient__campaign=campaign)
+        .values(variant, "channel")
+        .annotate(
+            deliveries=Count("pk"),
+            sent=Count("pk", filter=Q(sent_at__isnull=False) | Q(status__in=[DeliveryStatus.SENT, *reached])),
+            delivered=Count(
+                "pk", filter=Q(status__in=reached) | (Q(delivered_at__isnull=False) & ~Q(status__in=failed))
+            ),
+            opened=Count(
+                "pk", filter=Q(status__in=[DeliveryStatus.OPENED, DeliveryStatus.CLICKED]) | Q(opened_at__isnull=False)
+            ),
+            clicked=Count("pk", filter=Q(status=DeliveryStatus.CLICKED) | Q(clicked_at__isnull=False)),
+            failed=Count("pk", filter=Q(status__in=failed)),
+        )
+        .order_by(variant, "channel")
+    )
+    costs: dict[tuple, dict] = {}
+    for name, channel, currency, amount in (
+        DeliveryAttempt.objects.filter(
+            delivery__notification__campaign_recipient__campaign=campaign, cost__isnull=False
+        )
+        .values_list(f"delivery__{variant}", "delivery__channel", "currency")
+        .annotate(amount=Sum("cost"))
+        .order_by()
+    ):
+        costs.setdefault((name, channel), {})[currency] = amount
+
+    def rate(part: int, whole: int):
+        return round(part / whole, 4) if whole else None
+
+    return [
+        {
+            "variant": row[variant],
+            "channel": row["channel"],
+            **{key: row[key] for key in ("deliveries", "sent", "delivered", "opened", "clicked", "failed")},
+            "delivery_rate": rate(row["delivered"], row["sent"]),
+            "open_rate": rate(row["opened"], row["delivered"]),
+            "click_rate": rate(row["clicked"], row["delivered"]),
+            "cost": [
+                {"currency": currency, "amount": f"{amount:.6f}"}
+                for currency, amount in sorted(costs.get((row[variant], row["channel"]), {}).items())
+            ],
+        }
+        for row in rows
+    ]
 
 
 # --- The watch ------------------------------------------------------------------------------

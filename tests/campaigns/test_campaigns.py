@@ -385,3 +385,34 @@ def test_a_scheduled_campaign_paused_and_resumed_before_its_time_waits_for_it(
         assert campaign_pause(campaign).status == "paused"
         assert campaign_resume(campaign).status == "scheduled"
     assert Notification.objects.count() == 0
+
+
+def test_results_per_variant_and_channel_with_rates(alice, alice_api, twilio, django_capture_on_commit_callbacks):
+    audience = audience_of(alice, 40)
+    campaign = campaign_create(
+        alice,
+        category="transactional",
+        name="A/B results",
+        audience=audience,
+        channels=["sms"],
+        variants=[{"name": "A", "message": "Offer A", "split": 50}, {"name": "B", "message": "Offer B", "split": 50}],
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        campaign_start(campaign)
+    # two of A's were delivered, one of them clicked; one of B's failed later
+    a_ids = list(
+        Delivery.objects.filter(notification__campaign_recipient__variant__name="A").values_list("pk", flat=True)
+    )
+    b_ids = list(
+        Delivery.objects.filter(notification__campaign_recipient__variant__name="B").values_list("pk", flat=True)
+    )
+    Delivery.objects.filter(pk=a_ids[0]).update(status="delivered")
+    Delivery.objects.filter(pk=a_ids[1]).update(status="clicked")
+    Delivery.objects.filter(pk=b_ids[0]).update(status="undelivered")
+    results = {r["variant"]: r for r in alice_api.get(f"{CAMPAIGNS}{campaign.pk}/").json()["counts"]["results"]}
+    a, b = results["A"], results["B"]
+    assert (a["channel"], a["deliveries"], a["sent"]) == ("sms", len(a_ids), len(a_ids))
+    assert (a["delivered"], a["opened"], a["clicked"], a["failed"]) == (2, 1, 1, 0)
+    assert (a["delivery_rate"], a["click_rate"]) == (round(2 / len(a_ids), 4), 0.5)
+    assert (b["deliveries"], b["failed"], b["delivered"], b["open_rate"]) == (len(b_ids), 1, 0, None)
+    assert len(a_ids) + len(b_ids) == 40
