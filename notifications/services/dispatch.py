@@ -336,13 +336,9 @@ def _hold(held: dict) -> dict[str, str]:
     }
     _, outcomes = _stop(list(held), ending, status=DeliveryStatus.FAILED, code="providers_unavailable", counted=True)
     now, longest = time.time(), settings.BEACON_RETRY_MAX_SECONDS
-    by_delay: dict[float, list] = {}
-    for delivery, until in held.items():
-        if delivery.pk not in ending:
-            by_delay.setdefault(round(min(max(0.0, until - now), longest), 1), []).append(delivery)
+    waits = {d: min(max(0.0, until - now), longest) for d, until in held.items() if d.pk not in ending}
     with transaction.atomic():
-        for delay, deliveries in by_delay.items():
-            outcomes.update(_put_back(deliveries, delay=delay, counted=True))
+        outcomes.update(_put_back_each(waits, counted=True))
     logger.info("%d deliveries wait for their providers' breakers or pauses", len(held) - len(ending))
     return outcomes
 
@@ -442,17 +438,23 @@ def _own_limits(deliveries: list[Delivery]) -> tuple[list[Delivery], dict]:
 
 
 def _wait_out(waiting: dict) -> dict[str, str]:
-    """Put back unsent the deliveries over a rate limit, each for its wait, rounded up to a
-    tenth of a second under one second and to whole seconds beyond: one statement per
-    distinct wait."""
+    """Put back unsent the deliveries over a rate limit, each for its wait."""
+    outcomes = _put_back_each(waiting)
+    logger.info("%d deliveries wait for their rate limits", len(waiting))
+    return outcomes
+
+
+def _put_back_each(waits: dict, *, counted: bool = False) -> dict[str, str]:
+    """`_put_back` for deliveries that each wait their own time ({delivery: seconds}),
+    rounded up (never sooner than due) to a tenth of a second under one second and to
+    whole seconds beyond: one statement per distinct wait."""
     by_delay: dict[float, list] = {}
-    for delivery, wait in waiting.items():
+    for delivery, wait in waits.items():
         step = 0.1 if wait < 1 else 1.0
         by_delay.setdefault(round(math.ceil(wait / step) * step, 1), []).append(delivery)
     outcomes = {}
     for delay, deliveries in by_delay.items():
-        outcomes.update(_put_back(deliveries, delay=delay))
-    logger.info("%d deliveries wait for their rate limits", len(waiting))
+        outcomes.update(_put_back(deliveries, delay=delay, counted=counted))
     return outcomes
 
 
