@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -171,10 +170,6 @@ class CampaignRecipientSerializer(serializers.Serializer):
         return RecipientDeliverySerializer(row.notification.deliveries.all(), many=True).data
 
 
-def _invalid(exc: DjangoValidationError) -> exceptions.ValidationError:
-    return exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
-
-
 RECIPIENT_FILTERS = [
     OpenApiParameter("status", OpenApiTypes.STR, enum=[*DeliveryStatus.values, "skipped"], required=False),
     OpenApiParameter("variant", OpenApiTypes.STR, required=False, description="A variant's name."),
@@ -211,10 +206,8 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         audience = Audience.objects.filter(account=request.user, pk=data.pop("audience")).first()
         if audience is None:
             raise exceptions.ValidationError({"audience": ["No such audience."]})
-        try:
-            campaign = campaign_create(request.user, audience=audience, **data)
-        except DjangoValidationError as exc:
-            raise _invalid(exc) from None
+        # A ValidationError from the service leaves as a 400 (accounts.errors.exception_handler).
+        campaign = campaign_create(request.user, audience=audience, **data)
         return Response(CampaignSerializer(self._fresh(campaign)).data, status=201)
 
     def perform_content_negotiation(self, request, force=False):

@@ -33,7 +33,7 @@ from django.utils import timezone
 from notifications.models import Delivery, DeliveryStatus, Recipient
 from notifications.queue import Dispatch, enqueue_dispatch
 from notifications.services import Item, notifications_accept_batch
-from notifications.services.accept import BatchInvalid
+from notifications.services.accept import RECIPIENT_DETAILS, BatchInvalid
 from notifications.services.addresses import reachable_channels, recipient_addresses_fill, unreachable_reason
 from notifications.services.events import StatusChange, events_record
 from providers.channels import CHANNELS
@@ -44,7 +44,8 @@ from .models import Audience, AudienceKind, AudienceMember, Campaign, CampaignRe
 
 logger = logging.getLogger(__name__)
 
-RECIPIENT_FIELDS = ("external_id", "email", "phone", "name", "timezone", "locale")
+# What accept resolves a recipient by and sends to (chat webhook URLs too).
+RECIPIENT_FIELDS = ("external_id", *RECIPIENT_DETAILS)
 # Statuses an action may start from.
 STARTABLE = {CampaignStatus.DRAFT, CampaignStatus.SCHEDULED}
 PAUSABLE = {CampaignStatus.RUNNING, CampaignStatus.SCHEDULED}
@@ -316,10 +317,9 @@ def _page(campaign: Campaign, members: list[AudienceMember]) -> tuple[int, int]:
         variant = variant_for(campaign.pk, member.recipient_id, variants)
         row = CampaignRecipient(campaign=campaign, recipient_id=member.recipient_id, variant=variant)
         rows.append(row)
-        reachable = reachable_channels(campaign.channels, detail)
-        missing = [c for c in campaign.channels if c not in reachable]
-        if not reachable or (missing and not campaign.fallback):
-            row.skipped_reason = "; ".join(unreachable_reason(detail, c) for c in missing)[:500]
+        why = _unreachable(campaign, detail)
+        if why:
+            row.skipped_reason = why[:500]
             continue
         send_at = _send_at(campaign, member.recipient)
         groups.setdefault((variant.pk, send_at), []).append((member, detail, row))
@@ -329,6 +329,15 @@ def _page(campaign: Campaign, members: list[AudienceMember]) -> tuple[int, int]:
     CampaignRecipient.objects.bulk_create(rows)
     skipped = sum(1 for row in rows if row.notification_id is None)
     return len(rows) - skipped, skipped
+
+
+def _unreachable(campaign: Campaign, detail: dict) -> str:
+    """Why the campaign cannot send to this member ("no phone number for sms"), or "": no
+    channel has an address for it, or (without fallback) one of them has none."""
+    missing = [c for c in campaign.channels if c not in reachable_channels(campaign.channels, detail)]
+    if not missing or (campaign.fallback and len(missing) < len(campaign.channels)):
+        return ""
+    return "; ".join(unreachable_reason(detail, c) for c in missing)
 
 
 def _accept(campaign: Campaign, variant: CampaignVariant, send_at, group: list) -> None:
@@ -456,24 +465,22 @@ def campaign_results(campaign: Campaign) -> list[dict]:
     from django.db.models import Q, Sum
 
     from notifications.models import DeliveryAttempt
+    from notifications.services.stats import DELIVERED, FAILED_STATUSES, SENT
 
-    reached = {DeliveryStatus.DELIVERED, DeliveryStatus.OPENED, DeliveryStatus.CLICKED}
-    failed = {DeliveryStatus.FAILED, DeliveryStatus.UNDELIVERED, DeliveryStatus.BOUNCED}
     variant = "notification__campaign_recipient__variant__name"
     rows = (
         Delivery.objects.filter(notification__campaign_recipient__campaign=campaign)
         .values(variant, "channel")
         .annotate(
             deliveries=Count("pk"),
-            sent=Count("pk", filter=Q(sent_at__isnull=False) | Q(status__in=[DeliveryStatus.SENT, *reached])),
-            delivered=Count(
-                "pk", filter=Q(status__in=reached) | (Q(delivered_at__isnull=False) & ~Q(status__in=failed))
-            ),
+            # Counted as the stats endpoint counts them.
+            sent=Count("pk", filter=SENT),
+            delivered=Count("pk", filter=DELIVERED),
             opened=Count(
                 "pk", filter=Q(status__in=[DeliveryStatus.OPENED, DeliveryStatus.CLICKED]) | Q(opened_at__isnull=False)
             ),
             clicked=Count("pk", filter=Q(status=DeliveryStatus.CLICKED) | Q(clicked_at__isnull=False)),
-            failed=Count("pk", filter=Q(status__in=failed)),
+            failed=Count("pk", filter=Q(status__in=FAILED_STATUSES)),
         )
         .order_by(variant, "channel")
     )
@@ -591,15 +598,13 @@ def campaign_preview(campaign: Campaign, *, page_size: int = 1000) -> dict:
         planned, owners = [], []
         for person, detail in zip(page, details, strict=True):
             counts["audience"] += 1
-            reachable = reachable_channels(campaign.channels, detail)
-            missing = [c for c in campaign.channels if c not in reachable]
-            if not reachable or (missing and not campaign.fallback):
-                reason = "; ".join(unreachable_reason(detail, c) for c in missing)
+            reason = _unreachable(campaign, detail)
+            if reason:
                 reasons[reason] = reasons.get(reason, 0) + 1
                 continue
             variant = variant_for(campaign.pk, person.pk, variants)
             kind = variant.template.template_type if variant.template else "custom"
-            for channel in reachable:
+            for channel in reachable_channels(campaign.channels, detail):
                 planned.append(
                     Planned(
                         recipient_id=person.pk,

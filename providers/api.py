@@ -3,7 +3,6 @@ order. Credentials are written, never read back: an answer shows each as "••
 most its last 4 characters."""
 
 import django_filters
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -201,10 +200,6 @@ class ProviderConfigFilter(django_filters.FilterSet):
 # --- Views --------------------------------------------------------------------------------
 
 
-def _invalid(exc: DjangoValidationError) -> exceptions.ValidationError:
-    return exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
-
-
 @extend_schema_view(
     list=extend_schema(summary="The account's providers, by channel and priority."),
     retrieve=extend_schema(summary="One provider (its credentials masked)."),
@@ -233,10 +228,7 @@ class ProviderConfigViewSet(
     def create(self, request):
         serializer = ProviderConfigWriteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            config = provider_config_create(request.user, **serializer.validated_data)
-        except DjangoValidationError as exc:
-            raise _invalid(exc) from None
+        config = provider_config_create(request.user, **serializer.validated_data)
         return Response(ProviderConfigSerializer(config).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -259,10 +251,7 @@ class ProviderConfigViewSet(
         config = self.get_object()
         serializer = ProviderConfigWriteSerializer(data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
-        try:
-            config = provider_config_update(config, **serializer.validated_data)
-        except DjangoValidationError as exc:
-            raise _invalid(exc) from None
+        config = provider_config_update(config, **serializer.validated_data)
         return Response(ProviderConfigSerializer(config).data)
 
     def perform_destroy(self, instance):
@@ -295,8 +284,5 @@ class ProviderConfigViewSet(
         problem = test_address_problem(config.channel, to)
         if problem:
             raise exceptions.ValidationError({"to": [problem]})
-        try:
-            result = provider_config_test(config, to, serializer.validated_data["message"] or TEST_BODY)
-        except DjangoValidationError as exc:
-            raise _invalid(exc) from None
+        result = provider_config_test(config, to, serializer.validated_data["message"] or TEST_BODY)
         return Response(ProviderTestResultSerializer(result).data)
